@@ -1,0 +1,157 @@
+"""Typed settings, read once from the environment and `.env`, then passed down.
+
+Every key is `NEWSLETTER_<NAME>` and is documented in `.env.example`. A bad
+value stops the program with one line naming the key and what is allowed,
+rather than a pydantic traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from newsletter.errors import ConfigError
+
+ENV_PREFIX = "NEWSLETTER_"
+
+
+class SmtpSecurity(StrEnum):
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # Where things are
+    database_url: str = "sqlite:///var/newsletter.db"
+    articles_source: str = "articles/"
+    templates_dir: Path = Path("templates")
+
+    # The relay
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_security: SmtpSecurity = SmtpSecurity.NONE
+    smtp_timeout: float = Field(30.0, gt=0)
+
+    # Who it is from and what it is called
+    from_address: str = "newsletter@example.com"
+    from_name: str = "The Daily Brief"
+    name: str = "The Daily Brief"
+    postal_address: str = "The Daily Brief, 1 Example Street, Springfield"
+    language: str = "en"
+    subject_template: str = "{name} — {date:%A %-d %B %Y}: {lead}"
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: SecretStr = SecretStr("change-me-to-a-long-random-string")
+    unsubscribe_mailto: str = ""  # default: unsubscribe@<domain of FROM_ADDRESS>
+
+    # When and how fast
+    send_time: str = "07:00"
+    timezone: str = "UTC"
+    concurrency: int = Field(4, ge=1, le=200)
+    rate_limit: float = Field(0.0, ge=0)
+    misfire_grace_time: int = Field(6 * 3600, ge=1)
+    fail_on_empty: bool = False
+    max_articles: int = Field(20, ge=1)
+
+    @field_validator("send_time")
+    @classmethod
+    def _send_time(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError("must be HH:MM on a 24-hour clock, e.g. 07:00")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name, e.g. Europe/Paris or UTC") from None
+        return value
+
+    @field_validator("from_address")
+    @classmethod
+    def _from_address(cls, value: str) -> str:
+        if not re.fullmatch(r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+", value):
+            raise ValueError("must be a plain address like news@example.com")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not re.match(r"https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. https://news.example.com")
+        return value.rstrip("/")
+
+    @field_validator("subject_template")
+    @classmethod
+    def _subject_template(cls, value: str) -> str:
+        try:
+            value.format(name="n", date=dt.date(2026, 1, 1), lead="l", count=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"cannot be formatted ({exc}); use the fields {{name}}, {{date:%Y-%m-%d}}, "
+                "{lead} and {count}"
+            ) from None
+        return value
+
+    # Derived values, so the rest of the code never re-parses settings
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def sender_domain(self) -> str:
+        return self.from_address.rsplit("@", 1)[1]
+
+    @property
+    def unsubscribe_address(self) -> str:
+        return self.unsubscribe_mailto or f"unsubscribe@{self.sender_domain}"
+
+    @property
+    def list_id(self) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "newsletter"
+        return f"{slug}.{self.sender_domain}"
+
+    @property
+    def send_hour_minute(self) -> tuple[int, int]:
+        hour, minute = self.send_time.split(":")
+        return int(hour), int(minute)
+
+    def today(self) -> dt.date:
+        """Today in the newsletter's time zone, the default date of every command."""
+        return dt.datetime.now(self.zone).date()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings, turning the first invalid value into a one-line ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    error = exc.errors()[0]
+    key = ENV_PREFIX + str(error["loc"][0]).upper() if error["loc"] else ENV_PREFIX
+    message = error["msg"].removeprefix("Value error, ")
+    given = error.get("input")
+    shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
+    return ConfigError(f"{message}{shown}", where=key, hint="fix it in .env or the environment")

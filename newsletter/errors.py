@@ -1,0 +1,63 @@
+"""Every error the newsletter raises on purpose, under one base.
+
+    NewsletterError            where + what + how to fix, printed as one block
+    ├── ConfigError            a setting has a value we cannot use
+    ├── SourceError            an article file or feed could not be read
+    │   └── ArticleParseError  one file is not an article (the edition goes on without it)
+    ├── RenderError            a template failed (names the template and line)
+    ├── InputError             a user-supplied file or value is wrong (CSV row, address)
+    ├── StoreError             the database cannot be opened or written
+    └── DeliveryError          the SMTP session as a whole failed (auth, refused, sender rejected)
+
+Third-party exceptions are translated into these at the module that calls the
+library, so the CLI has exactly one thing to catch and print.
+"""
+
+from __future__ import annotations
+
+
+class NewsletterError(Exception):
+    """Base error: a message a person can act on.
+
+    `where` names the file, line, field or recipient; `hint` says what to do.
+    """
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class ConfigError(NewsletterError):
+    """A setting is missing or has a value outside what is allowed."""
+
+
+class SourceError(NewsletterError):
+    """The articles of a date could not be read at all (missing directory, feed down)."""
+
+
+class ArticleParseError(SourceError):
+    """One article file could not be parsed; it is reported and skipped."""
+
+
+class RenderError(NewsletterError):
+    """A template could not be loaded or rendered."""
+
+
+class InputError(NewsletterError):
+    """User-supplied input (a CSV row, an address, a date) is not valid."""
+
+
+class StoreError(NewsletterError):
+    """The database could not be opened, created or written."""
+
+
+class DeliveryError(NewsletterError):
+    """The SMTP session as a whole failed; queued deliveries stay queued."""

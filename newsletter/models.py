@@ -1,0 +1,112 @@
+"""The values that flow between stages: frozen, typed, no behaviour.
+
+Article → Edition → RenderedEdition → (per recipient) message bytes → DeliveryStatus.
+Statuses are enums so a typo is an error, and their values are what the
+database stores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"  # waiting to be claimed by a sender
+    SENDING = "sending"  # claimed; handed or about to be handed to the server
+    SENT = "sent"  # the server answered 250 to the end of DATA
+    FAILED = "failed"  # permanent failure, or transient ones past the retry limit
+    SKIPPED = "skipped"  # the subscriber left before their message went out
+
+
+@dataclass(frozen=True)
+class Article:
+    """One summarized article, as any source produces it.
+
+    `summary` holds plain-text paragraphs (what the text part shows). Sources
+    that carry markup (Markdown) also set `summary_html`, already sanitized,
+    which the HTML part shows instead.
+    """
+
+    headline: str
+    summary: tuple[str, ...]
+    url: str | None = None
+    source: str | None = None  # the publication, e.g. "reuters.com"
+    published: dt.date | None = None
+    origin: str = ""  # the file path or feed URL it came from, for messages
+    summary_html: str | None = None
+    image_url: str | None = None
+    image_alt: str | None = None
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file or feed item a source could not use, and why (shown to the operator)."""
+
+    origin: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DayArticles:
+    """What a source found for a date: the articles and what it had to skip."""
+
+    date: dt.date
+    articles: tuple[Article, ...]
+    skipped: tuple[SkippedFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class Edition:
+    """The day's chosen articles, in order, with the subject and preheader."""
+
+    date: dt.date
+    articles: tuple[Article, ...]
+    subject: str
+    preheader: str
+
+
+@dataclass(frozen=True)
+class RenderedEdition:
+    """An edition rendered once: HTML (CSS inlined) and text, with slot markers.
+
+    The markers (see `personalize.py`) are replaced per recipient; `slot_token`
+    is random per render so article text can never forge a marker.
+    """
+
+    date: dt.date
+    subject: str
+    preheader: str
+    html: str
+    text: str
+    slot_token: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who one message is for: enough to personalize and address it."""
+
+    subscriber_id: int | None
+    email: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    status: SubscriberStatus
+    source: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,86 @@
+"""Opening the database: one engine per process, schema created on first use.
+
+SQLite runs in WAL mode with a busy timeout so the scheduler, the CLI and the
+web app can share one file; `synchronous=NORMAL` in WAL still survives a
+process crash (only an OS crash can lose the last commits).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from newsletter.errors import StoreError
+from newsletter.store.schema import metadata
+
+
+def utcnow() -> dt.datetime:
+    """Now as naive UTC, the form every timestamp column holds."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def open_engine(url: str, *, create: bool = True) -> Engine:
+    """Connect to `url` and make sure the schema exists.
+
+    Raises StoreError naming the path or URL when the database cannot be
+    opened or created, so a bad DATABASE_URL is a one-line message.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            f"not a database URL: {url!r}",
+            where="NEWSLETTER_DATABASE_URL",
+            hint="use sqlite:///path/to/file.db or postgresql+psycopg://user@host/db",
+        ) from None
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    if is_sqlite and parsed.database and parsed.database != ":memory:":
+        _prepare_sqlite_path(Path(parsed.database))
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    engine = create_engine(parsed, future=True, pool_pre_ping=not is_sqlite)
+    if is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    if create:
+        try:
+            metadata.create_all(engine)
+        except OperationalError as exc:
+            raise StoreError(
+                f"cannot open the database: {exc.orig}",
+                where=str(parsed.render_as_string(hide_password=True)),
+                hint="check the path or server is reachable and writable",
+            ) from None
+    return engine
+
+
+def _prepare_sqlite_path(path: Path) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the database directory: {exc.strerror}",
+            where=str(directory),
+            hint="choose a writable path in NEWSLETTER_DATABASE_URL",
+        ) from None
+    target = path if path.exists() else directory
+    if not os.access(target, os.W_OK):
+        raise StoreError(
+            "the database is not writable",
+            where=str(target),
+            hint="fix its permissions or choose another path in NEWSLETTER_DATABASE_URL",
+        )
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 (DB-API object)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,86 @@
+"""Tables. SQLite by default; the same schema runs on PostgreSQL.
+
+Emails are kept as typed and also lower-cased in `email_key`, which is what is
+unique: the same person typing Ann@Example.com and ann@example.com is one
+subscriber. One `deliveries` row per (edition, subscriber) is the record of
+truth for a send; the unique constraint is what makes re-running a send safe.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("email_key", String(320), nullable=False, unique=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("status", String(16), nullable=False, index=True),
+    Column("source", String(100), nullable=False, default=""),
+    Column("bounce_count", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(), nullable=False),
+    Column("updated_at", DateTime(), nullable=False),
+    Column("confirmed_at", DateTime()),
+    Column("unsubscribed_at", DateTime()),
+)
+
+editions = Table(
+    "editions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("date", Date, nullable=False, unique=True),
+    Column("subject", Text, nullable=False),
+    Column("preheader", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("slot_token", String(64), nullable=False),
+    Column("article_count", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # built | sending | sent | held
+    Column("created_at", DateTime(), nullable=False),
+    Column("sent_at", DateTime()),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("edition_id", Integer, ForeignKey("editions.id"), nullable=False),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id"), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_reply", Text, nullable=False, default=""),
+    Column("claimed_by", String(100)),
+    Column("lease_until", DateTime()),
+    Column("next_attempt_at", DateTime()),
+    Column("updated_at", DateTime(), nullable=False),
+    UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
+    Index("ix_deliveries_edition_status", "edition_id", "status"),
+)
+
+test_sends = Table(
+    "test_sends",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("edition_id", Integer, ForeignKey("editions.id"), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("last_reply", Text, nullable=False, default=""),
+    Column("created_at", DateTime(), nullable=False),
+)
