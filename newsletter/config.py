@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     rate_limit: float = Field(0.0, ge=0)
     misfire_grace_time: int = Field(6 * 3600, ge=1)
     fail_on_empty: bool = False
+    max_attempts: int = Field(5, ge=1, le=50)
+    retry_delay: float = Field(30.0, ge=0)  # first backoff; doubles each attempt
+    lease_seconds: int = Field(300, ge=5)
     max_articles: int = Field(20, ge=1)
 
     @field_validator("send_time")

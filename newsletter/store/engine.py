@@ -43,7 +43,12 @@ def open_engine(url: str, *, create: bool = True) -> Engine:
         _prepare_sqlite_path(Path(parsed.database))
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
-    engine = create_engine(parsed, future=True, pool_pre_ping=not is_sqlite)
+    # psycopg prepares repeated statements, and PostgreSQL may then keep a plan made
+    # while a table was small (a full scan per lookup at 100k rows): never prepare.
+    connect_args = {"prepare_threshold": None} if parsed.get_backend_name() == "postgresql" else {}
+    engine = create_engine(
+        parsed, future=True, pool_pre_ping=not is_sqlite, connect_args=connect_args
+    )
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     if create:

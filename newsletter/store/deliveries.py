@@ -1,0 +1,239 @@
+"""Queries on the delivery record: one row per (edition, subscriber).
+
+The row is the unit of work and the record of truth. Its life:
+
+    queued ──claim──> sending ──250 to DATA──> sent
+                         │  └──5xx / retries spent──> failed
+                         └──subscriber left──> skipped
+
+A claim stamps the row with the claimer and a lease; a row whose lease ran out
+(its sender died) is claimable again, which is what bounds duplicates after a
+crash to the messages that were in flight.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, and_, exists, func, insert, literal, or_, select, update
+
+from newsletter.models import DeliveryStatus, SubscriberStatus
+from newsletter.store.engine import utcnow
+from newsletter.store.schema import deliveries, subscribers, test_sends
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery this process now owns, with what it needs to address the message."""
+
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    name: str
+    attempts: int
+
+
+def queue_deliveries(engine: Engine, edition_id: int) -> int:
+    """Add a queued row for every active subscriber who has none yet for this edition.
+
+    Safe to run again: existing rows (sent or not) are left alone, so a rerun
+    sends nothing twice while a late subscriber still gets the edition.
+    """
+    now = utcnow()
+    already = exists().where(
+        deliveries.c.edition_id == edition_id, deliveries.c.subscriber_id == subscribers.c.id
+    )
+    source = select(
+        literal(edition_id),
+        subscribers.c.id,
+        subscribers.c.email,
+        literal(DeliveryStatus.QUEUED.value),
+        literal(0),
+        literal(""),
+        literal(now),
+    ).where(subscribers.c.status == SubscriberStatus.ACTIVE, ~already)
+    statement = insert(deliveries).from_select(
+        ["edition_id", "subscriber_id", "email", "status", "attempts", "last_reply", "updated_at"],
+        source,
+    )
+    with engine.begin() as conn:
+        return conn.execute(statement).rowcount or 0
+
+
+def claim_batch(
+    engine: Engine, edition_id: int, *, claimer: str, size: int, lease: dt.timedelta
+) -> list[Claim]:
+    """Take up to `size` queued (or abandoned) rows for this process, atomically.
+
+    One UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING: atomic on SQLite, and
+    with SKIP LOCKED on PostgreSQL several senders never claim the same row.
+    Rows whose subscriber is no longer active are marked skipped here, just
+    before their message would be built.
+    """
+    now = utcnow()
+    claimable = (
+        select(deliveries.c.id)
+        .where(
+            deliveries.c.edition_id == edition_id,
+            or_(
+                deliveries.c.status == DeliveryStatus.QUEUED,
+                and_(
+                    deliveries.c.status == DeliveryStatus.SENDING,
+                    deliveries.c.lease_until < now,
+                ),
+            ),
+            or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
+        )
+        .order_by(deliveries.c.id)
+        .limit(size)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        update(deliveries)
+        .where(deliveries.c.id.in_(claimable.scalar_subquery()))
+        .values(
+            status=DeliveryStatus.SENDING,
+            claimed_by=claimer,
+            lease_until=now + lease,
+            updated_at=now,
+        )
+        .returning(deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.attempts)
+    )
+    with engine.begin() as conn:
+        claimed = conn.execute(statement).all()
+        if not claimed:
+            return []
+        people = {
+            row.id: row
+            for row in conn.execute(
+                select(
+                    subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.status
+                ).where(subscribers.c.id.in_([row.subscriber_id for row in claimed]))
+            )
+        }
+        claims, gone = [], []
+        for row in sorted(claimed, key=lambda r: r.id):
+            person = people.get(row.subscriber_id)
+            if person is None or person.status != SubscriberStatus.ACTIVE:
+                gone.append(row.id)
+                continue
+            claims.append(Claim(row.id, row.subscriber_id, person.email, person.name, row.attempts))
+        if gone:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(gone))
+                .values(
+                    status=DeliveryStatus.SKIPPED,
+                    last_reply="subscriber no longer active",
+                    claimed_by=None,
+                    lease_until=None,
+                    updated_at=now,
+                )
+            )
+    return claims
+
+
+def active_subscriber_ids(engine: Engine, subscriber_ids: Iterable[int]) -> set[int]:
+    """Which of these subscribers are still active: checked again right before sending."""
+    ids = list(subscriber_ids)
+    if not ids:
+        return set()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(subscribers.c.id).where(
+                subscribers.c.id.in_(ids), subscribers.c.status == SubscriberStatus.ACTIVE
+            )
+        )
+        return {row.id for row in rows}
+
+
+def record_outcome(
+    engine: Engine,
+    delivery_id: int,
+    status: DeliveryStatus,
+    reply: str,
+    *,
+    attempted: bool = True,
+    next_attempt_at: dt.datetime | None = None,
+) -> None:
+    """Record one message's result and commit at once: this is the durable 'sent'."""
+    values: dict[str, object] = {
+        "status": status,
+        "last_reply": reply[:1000],
+        "claimed_by": None,
+        "lease_until": None,
+        "next_attempt_at": next_attempt_at,
+        "updated_at": utcnow(),
+    }
+    if attempted:
+        values["attempts"] = deliveries.c.attempts + 1
+    with engine.begin() as conn:
+        conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+
+
+def release_claims(engine: Engine, delivery_ids: Iterable[int]) -> int:
+    """Give unsent claimed rows back to the queue (a clean stop), so the next run takes them."""
+    ids = list(delivery_ids)
+    if not ids:
+        return 0
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids), deliveries.c.status == DeliveryStatus.SENDING)
+            .values(
+                status=DeliveryStatus.QUEUED, claimed_by=None, lease_until=None, updated_at=utcnow()
+            )
+        )
+        return result.rowcount or 0
+
+
+def count_by_status(engine: Engine, edition_id: int) -> dict[DeliveryStatus, int]:
+    """How far a send has got: every status present, zero for the others."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(deliveries.c.status, func.count())
+            .where(deliveries.c.edition_id == edition_id)
+            .group_by(deliveries.c.status)
+        ).all()
+    counts = dict.fromkeys(DeliveryStatus, 0)
+    counts.update({DeliveryStatus(status): n for status, n in rows})
+    return counts
+
+
+def next_lease_expiry(engine: Engine, edition_id: int) -> dt.datetime | None:
+    """When the earliest row held by another (perhaps dead) sender becomes claimable."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.min(deliveries.c.lease_until)).where(
+                deliveries.c.edition_id == edition_id,
+                deliveries.c.status == DeliveryStatus.SENDING,
+            )
+        ).scalar()
+
+
+def record_test_send(engine: Engine, edition_id: int, email: str, status: str, reply: str) -> None:
+    """Keep test sends apart from subscriber deliveries, so they never count as a send."""
+    with engine.begin() as conn:
+        conn.execute(
+            insert(test_sends).values(
+                edition_id=edition_id,
+                email=email,
+                status=status,
+                last_reply=reply[:1000],
+                created_at=utcnow(),
+            )
+        )
+
+
+def next_retry_at(engine: Engine, edition_id: int) -> dt.datetime | None:
+    """When the earliest deferred (transiently failed) row may be tried again."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.min(deliveries.c.next_attempt_at)).where(
+                deliveries.c.edition_id == edition_id,
+                deliveries.c.status == DeliveryStatus.QUEUED,
+                deliveries.c.next_attempt_at.is_not(None),
+            )
+        ).scalar()

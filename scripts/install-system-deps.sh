@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests use, if they are missing:
+#   spamassassin  scores our messages with its local rules
+#   postfix       for smtp-sink/smtp-source (load tests, benchmark); never started
+#   chromium      headless browser for the pages people use
+# Idempotent; needs root (or sudo). Without them the tests that need them skip
+# and say why.
+set -euo pipefail
+
+need=()
+command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
+[ -x /usr/sbin/smtp-sink ] || need+=(postfix)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  sudo=(sudo)
+else
+  echo "note: not root, so not installing ${need[*]}; the tests that need them will skip" >&2
+  exit 0
+fi
+
+echo "installing system packages: ${need[*]}" >&2
+# Postfix must be installed but not started: tell invoke-rc.d to start nothing.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+  "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
+  trap '"${sudo[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+export DEBIAN_FRONTEND=noninteractive
+echo "postfix postfix/main_mailer_type select No configuration" | "${sudo[@]}" debconf-set-selections
+if [ ! -f /var/lib/apt/lists/.newsletter-updated ] || [ -z "$(ls /var/lib/apt/lists/ 2>/dev/null | grep -v -e lock -e partial -e auxfiles)" ]; then
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" touch /var/lib/apt/lists/.newsletter-updated
+fi
+"${sudo[@]}" apt-get install -y -q "${need[@]}"

@@ -1,0 +1,114 @@
+"""Real fixtures: a SQLite file per test, an aiosmtpd server on a free port that
+records every message it accepts, and settings that point at both."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from newsletter.capture import free_port
+from newsletter.config import Settings, load_settings
+from newsletter.store.engine import open_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    peer: tuple = ()  # the client's (host, port): one per SMTP connection
+
+    @property
+    def message(self) -> EmailMessage:
+        return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+
+
+@dataclass
+class RecordingHandler:
+    """Accepts everything and keeps it, so tests can read what a real server got."""
+
+    received: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+        with self.lock:
+            self.received.append(
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    envelope.original_content,
+                    tuple(session.peer),
+                )
+            )
+        return "250 2.0.0 Ok: queued"
+
+
+@dataclass
+class SmtpServer:
+    host: str
+    port: int
+    handler: RecordingHandler
+
+    @property
+    def received(self) -> list[Received]:
+        with self.handler.lock:
+            return list(self.handler.received)
+
+    def recipients(self) -> list[str]:
+        return [rcpt for item in self.received for rcpt in item.rcpt_tos]
+
+
+@pytest.fixture
+def smtp_server():
+    handler = RecordingHandler()
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=free_port(), enable_SMTPUTF8=True, ready_timeout=10
+    )
+    controller.start()
+    try:
+        yield SmtpServer("127.0.0.1", controller.port, handler)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def articles_dir(tmp_path) -> Path:
+    """A copy of the project's sample articles, free for a test to change."""
+    target = tmp_path / "articles"
+    shutil.copytree(ROOT / "articles", target)
+    return target
+
+
+@pytest.fixture
+def settings(tmp_path, smtp_server, articles_dir, monkeypatch) -> Settings:
+    monkeypatch.chdir(tmp_path)  # no developer .env leaks into a test
+    return load_settings(
+        database_url=f"sqlite:///{tmp_path / 'newsletter.db'}",
+        articles_source=str(articles_dir),
+        templates_dir=ROOT / "templates",
+        smtp_host=smtp_server.host,
+        smtp_port=smtp_server.port,
+        smtp_security="none",
+        from_address="news@daily.example.org",
+        from_name="The Daily Brief",
+        name="The Daily Brief",
+        base_url="https://news.example.org",
+        secret_key="test-secret-key-0123456789",
+        timezone="Europe/Paris",
+        concurrency=3,
+        retry_delay=0.05,
+    )
+
+
+@pytest.fixture
+def engine(settings):
+    return open_engine(settings.database_url)
