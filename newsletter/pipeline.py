@@ -26,7 +26,7 @@ from newsletter.articles import open_source
 from newsletter.config import Settings
 from newsletter.delivery import Outcome, RateLimiter, SendResult, SmtpConnection, check_relay
 from newsletter.edition import build_edition
-from newsletter.errors import DeliveryError
+from newsletter.errors import DeliveryError, InputError
 from newsletter.message import build_message
 from newsletter.models import DeliveryStatus, Recipient, RenderedEdition, SkippedFile
 from newsletter.personalize import Slots, personalize
@@ -256,15 +256,20 @@ class _Sender:
                 continue
             for claim in claims:
                 self.in_flight.add(claim.delivery_id)
-                data = compose_message(
-                    self.stored.rendered,
-                    self.settings,
-                    Recipient(claim.subscriber_id, claim.email, claim.name),
-                    signer=self.signer,
-                    message_id=delivery_message_id(
-                        self.settings, self.stored.rendered, claim.delivery_id
-                    ),
-                )
+                try:
+                    data = compose_message(
+                        self.stored.rendered,
+                        self.settings,
+                        Recipient(claim.subscriber_id, claim.email, claim.name),
+                        signer=self.signer,
+                        message_id=delivery_message_id(
+                            self.settings, self.stored.rendered, claim.delivery_id
+                        ),
+                    )
+                except InputError as exc:  # this recipient's data cannot make a message
+                    job = _Job(claim.delivery_id, claim.email, claim.attempts, b"")
+                    self._record(job, SendResult(Outcome.PERMANENT, f"not sent: {exc}"))
+                    continue
                 await self.jobs.put(_Job(claim.delivery_id, claim.email, claim.attempts, data))
                 if self.stop.is_set():
                     return

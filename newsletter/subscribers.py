@@ -134,10 +134,14 @@ def validate_email(address: str) -> str:
     """The normalized form of an address (domain lower-cased), or InputError saying why not.
 
     Syntax only: no DNS lookups, so imports are fast and work offline; bad
-    mailboxes are caught later as bounces.
+    mailboxes are caught later as bounces. A non-ASCII domain is kept in its
+    ASCII (IDNA) form, which every relay accepts; a non-ASCII mailbox name
+    needs SMTPUTF8 end to end, which few relays offer, so it is refused here
+    rather than failing at send time.
     """
     try:
-        return _validate(address.strip(), check_deliverability=False).normalized
+        result = _validate(address.strip(), check_deliverability=False, allow_smtputf8=False)
+        return result.ascii_email or result.normalized
     except EmailNotValidError as exc:
         raise InputError(
             f"{address.strip()!r} is not a valid email address: {exc}",

@@ -19,7 +19,7 @@ from newsletter.pipeline import prepare_edition, send_edition, send_test
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import editions as edition_store
 from newsletter.store.schema import test_sends
-from newsletter.tokens import Purpose, Signer, UNSUBSCRIBE_MAX_AGE
+from newsletter.tokens import UNSUBSCRIBE_MAX_AGE, Purpose, Signer
 
 DAY = dt.date(2026, 11, 25)
 PEOPLE = [
@@ -42,9 +42,7 @@ def send(engine, settings, date=DAY, **kwargs):
     return asyncio.run(send_edition(engine, settings, prepared.stored, **kwargs))
 
 
-def test_each_active_subscriber_gets_exactly_one_well_formed_message(
-    engine, settings, smtp_server
-):
+def test_each_active_subscriber_gets_exactly_one_well_formed_message(engine, settings, smtp_server):
     add_people(engine)
     subscriber_ops.unsubscribe(engine, "bob@example.com")
 
@@ -71,8 +69,9 @@ def test_each_active_subscriber_gets_exactly_one_well_formed_message(
         assert mailto.startswith("mailto:unsubscribe@daily.example.org?subject=")
         token = https.rsplit("/", 1)[1]
         signer = Signer(settings.secret_key.get_secret_value())
-        assert signer.read(Purpose.UNSUBSCRIBE, token, max_age=UNSUBSCRIBE_MAX_AGE) == (
-            item.rcpt_tos[0]
+        assert (
+            signer.read(Purpose.UNSUBSCRIBE, token, max_age=UNSUBSCRIBE_MAX_AGE)
+            == (item.rcpt_tos[0])
         )
         html = message.get_body(("html",)).get_content()
         text = message.get_body(("plain",)).get_content()
@@ -140,9 +139,7 @@ def test_no_articles_means_no_edition(engine, settings, smtp_server):
     assert smtp_server.received == []
 
 
-def test_a_template_error_stops_everything_before_a_send(
-    engine, settings, smtp_server, tmp_path
-):
+def test_a_template_error_stops_everything_before_a_send(engine, settings, smtp_server, tmp_path):
     broken = tmp_path / "broken-templates"
     import shutil
 
@@ -262,4 +259,27 @@ def test_bounced_and_pending_subscribers_are_not_sent_to(engine, settings, smtp_
     subscriber_store.set_status(engine, "jose@example.net", SubscriberStatus.BOUNCED)
     subscriber_store.set_status(engine, "chen@example.com", SubscriberStatus.PENDING)
     send(engine, settings)
-    assert sorted(smtp_server.recipients()) == ["ann@example.com", "bob@example.com", "zoe@example.org"]
+    assert sorted(smtp_server.recipients()) == [
+        "ann@example.com",
+        "bob@example.com",
+        "zoe@example.org",
+    ]
+
+
+def test_a_recipient_whose_message_cannot_be_built_fails_alone(engine, settings, smtp_server):
+    from sqlalchemy import update
+
+    from newsletter.store.schema import subscribers
+
+    add_people(engine, PEOPLE[:3])
+    with engine.begin() as conn:  # an address that slipped in before validation existed
+        conn.execute(
+            update(subscribers)
+            .where(subscribers.c.email == "zoe@example.org")
+            .values(email="zoë@example.org")
+        )
+    summary = send(engine, settings)
+    assert summary.sent == 2 and summary.failed == 1
+    assert summary.failures[0][0] == "zoë@example.org"
+    assert "non-ASCII" in summary.failures[0][1]
+    assert sorted(smtp_server.recipients()) == ["ann@example.com", "jose@example.net"]

@@ -1,0 +1,178 @@
+"""The `newsletter` command as a user runs it: a subprocess, real SQLite, real SMTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+import typer.main
+
+from newsletter.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+DAY = "2026-11-25"
+
+
+@pytest.fixture
+def cli_env(tmp_path, smtp_server, articles_dir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env.update(
+        NEWSLETTER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
+        NEWSLETTER_ARTICLES_SOURCE=str(articles_dir),
+        NEWSLETTER_TEMPLATES_DIR=str(ROOT / "templates"),
+        NEWSLETTER_SMTP_HOST=smtp_server.host,
+        NEWSLETTER_SMTP_PORT=str(smtp_server.port),
+        NEWSLETTER_FROM_ADDRESS="news@daily.example.org",
+        NEWSLETTER_BASE_URL="https://news.example.org",
+        NEWSLETTER_SECRET_KEY="cli-test-secret",
+        COLUMNS="200",
+    )
+    return env
+
+
+def newsletter(env, *args, cwd=None, check=True):
+    result = subprocess.run(
+        [sys.executable, "-c", "from newsletter.cli import main; main()", *args],
+        env=env,
+        cwd=cwd or env.get("_CWD"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_send_delivers_once_per_active_subscriber_and_a_rerun_delivers_none(
+    cli_env, smtp_server, tmp_path
+):
+    csv = tmp_path / "list.csv"
+    csv.write_text(
+        "email,name\nann@example.com,Ann\nzoe@exämple.org,Zoë\nbad-address,Nobody\n"
+        "bob@example.com,Bob\nzoë@example.org,Zoë\n",
+        encoding="utf-8",
+    )
+    imported = newsletter(cli_env, "subscribers", "import", str(csv))
+    assert "3 added" in imported.stdout
+    assert f"{csv}:4" in imported.stderr  # the invalid rows, by line
+    assert f"{csv}:6" in imported.stderr  # a non-ASCII mailbox name needs SMTPUTF8
+    newsletter(cli_env, "subscribers", "remove", "bob@example.com")
+
+    first = newsletter(cli_env, "send", "--date", DAY)
+    assert "sent 2, skipped 0, failed 0" in first.stdout
+    assert sorted(smtp_server.recipients()) == ["ann@example.com", "zoe@xn--exmple-cua.org"]
+    for item in smtp_server.received:
+        message = message_from_bytes(item.data, policy=policy.default)
+        assert message["Subject"].startswith("The Daily Brief")
+        assert message["To"].addresses[0].addr_spec == item.rcpt_tos[0]
+
+    second = newsletter(cli_env, "send", "--date", DAY)
+    assert "sent 0" in second.stdout
+    assert len(smtp_server.received) == 2
+
+    status = newsletter(cli_env, "status", "--date", DAY)
+    assert "sent" in status.stdout and "│ 2" in status.stdout
+
+
+def test_preview_writes_the_files_and_reports_size(cli_env, tmp_path):
+    out = tmp_path / "preview"
+    result = newsletter(cli_env, "preview", "--date", DAY, "--output", str(out))
+    assert "subject: The Daily Brief" in result.stdout
+    assert "KB" in result.stdout
+    html = (out / "edition.html").read_text(encoding="utf-8")
+    text = (out / "edition.txt").read_text(encoding="utf-8")
+    sample = message_from_bytes((out / "sample.eml").read_bytes(), policy=policy.default)
+    assert html.startswith("<!DOCTYPE html>") and "Hello Sample Reader," in html
+    assert "Hello Sample Reader," in text
+    assert sample["To"].addresses[0].addr_spec == "reader@example.com"
+
+
+def test_send_to_is_a_test_send_apart_from_deliveries(cli_env, smtp_server):
+    newsletter(cli_env, "subscribers", "add", "ann@example.com")
+    result = newsletter(cli_env, "send", "--date", DAY, "--to", "editor@elsewhere.example")
+    assert "test send to editor@elsewhere.example: sent" in result.stdout
+    assert smtp_server.recipients() == ["editor@elsewhere.example"]
+    newsletter(cli_env, "send", "--date", DAY)
+    assert smtp_server.recipients() == ["editor@elsewhere.example", "ann@example.com"]
+
+
+def test_a_day_without_articles_is_a_clear_message_and_exit_zero(cli_env, smtp_server):
+    result = newsletter(cli_env, "send", "--date", "2020-01-01")
+    assert "no articles for 2020-01-01" in result.stdout
+    failing = dict(cli_env, NEWSLETTER_FAIL_ON_EMPTY="true")
+    assert newsletter(failing, "send", "--date", "2020-01-01", check=False).returncode == 1
+    assert smtp_server.received == []
+
+
+def test_dry_run_sends_nothing(cli_env, smtp_server):
+    newsletter(cli_env, "subscribers", "add", "ann@example.com")
+    result = newsletter(cli_env, "send", "--date", DAY, "--dry-run")
+    assert "1 active subscribers" in result.stdout
+    assert smtp_server.received == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("NEWSLETTER_SMTP_PORT", "abc", "NEWSLETTER_SMTP_PORT: Input should be a valid integer"),
+        ("NEWSLETTER_SEND_TIME", "7am", "NEWSLETTER_SEND_TIME: must be HH:MM"),
+        ("NEWSLETTER_TIMEZONE", "Mars/Olympus", "NEWSLETTER_TIMEZONE: must be an IANA time zone"),
+        ("NEWSLETTER_SMTP_SECURITY", "ssl", "NEWSLETTER_SMTP_SECURITY: Input should be 'none'"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_the_key(cli_env, key, value, expected):
+    result = newsletter(dict(cli_env, **{key: value}), "status", check=False)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0]
+
+
+def test_bad_date_and_missing_file_are_clear_errors(cli_env):
+    result = newsletter(cli_env, "send", "--date", "25/11/2026", check=False)
+    assert result.returncode == 1 and "--date: not a date: '25/11/2026'" in result.stderr
+    result = newsletter(cli_env, "subscribers", "import", "/nowhere/list.csv", check=False)
+    assert result.returncode == 1 and "/nowhere/list.csv" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_init_writes_env_with_a_fresh_secret(cli_env, tmp_path):
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / ".env.example").write_text(
+        (ROOT / ".env.example").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    env = {k: v for k, v in cli_env.items() if k != "NEWSLETTER_SECRET_KEY"}
+    env["NEWSLETTER_DATABASE_URL"] = "sqlite:///var/newsletter.db"
+    newsletter(env, "init", cwd=work)
+    text = (work / ".env").read_text(encoding="utf-8")
+    assert "NEWSLETTER_SECRET_KEY=change-me" not in text
+    assert (work / "var" / "newsletter.db").exists()
+
+
+def test_every_command_has_help_with_an_example():
+    group = typer.main.get_command(app)
+
+    def walk(command, path):
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    for path, command in walk(group, []):
+        assert command.help and "Example:" in command.help, f"`newsletter {' '.join(path)}`"
+
+
+def test_env_example_documents_every_setting():
+    from newsletter.config import Settings
+
+    text = (ROOT / ".env.example").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    for name in Settings.model_fields:
+        key = f"NEWSLETTER_{name.upper()}="
+        assert key in text, f"{key} missing from .env.example"
+        index = next(i for i, line in enumerate(lines) if line.startswith(key))
+        assert lines[index - 1].startswith("#"), f"{key} has no comment above it"
