@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     @field_validator("send_time")
     @classmethod
     def _send_time(cls, value: str) -> str:
-        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?", value):
             raise ValueError("must be HH:MM on a 24-hour clock, e.g. 07:00")
         return value
 
@@ -134,9 +134,10 @@ class Settings(BaseSettings):
         return f"{slug}.{self.sender_domain}"
 
     @property
-    def send_hour_minute(self) -> tuple[int, int]:
-        hour, minute = self.send_time.split(":")
-        return int(hour), int(minute)
+    def send_clock(self) -> tuple[int, int, int]:
+        """SEND_TIME as (hour, minute, second); seconds are optional in the setting."""
+        hour, minute, second = (self.send_time + ":00").split(":")[:3]
+        return int(hour), int(minute), int(second)
 
     def today(self) -> dt.date:
         """Today in the newsletter's time zone, the default date of every command."""

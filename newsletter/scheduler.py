@@ -31,8 +31,8 @@ _stop = threading.Event()  # set by SIGTERM/SIGINT; the running send checks it
 
 
 def daily_trigger(settings: Settings) -> CronTrigger:
-    hour, minute = settings.send_hour_minute
-    return CronTrigger(hour=hour, minute=minute, timezone=settings.zone)
+    hour, minute, second = settings.send_clock
+    return CronTrigger(hour=hour, minute=minute, second=second, timezone=settings.zone)
 
 
 def scheduled_send() -> str:

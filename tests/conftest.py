@@ -3,7 +3,10 @@ records every message it accepts, and settings that point at both."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -112,3 +115,46 @@ def settings(tmp_path, smtp_server, articles_dir, monkeypatch) -> Settings:
 @pytest.fixture
 def engine(settings):
     return open_engine(settings.database_url)
+
+
+class Cli(dict):
+    """The environment of a `newsletter` subprocess, and ways to run it."""
+
+    command = [sys.executable, "-c", "from newsletter.cli import main; main()"]
+
+    def run(self, *args: str, cwd=None, check: bool = True) -> subprocess.CompletedProcess:  # noqa: ANN001
+        result = subprocess.run(
+            [*self.command, *args],
+            env=dict(self),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def start(self, *args: str, log: Path) -> subprocess.Popen:
+        """Start a long-running command (run, capture) with its output going to `log`."""
+        handle = log.open("w")
+        return subprocess.Popen(
+            [*self.command, *args], env=dict(self), stdout=handle, stderr=handle
+        )
+
+
+@pytest.fixture
+def cli_env(tmp_path, smtp_server, articles_dir) -> Cli:
+    env = Cli({k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")})
+    env.update(
+        NEWSLETTER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
+        NEWSLETTER_ARTICLES_SOURCE=str(articles_dir),
+        NEWSLETTER_TEMPLATES_DIR=str(ROOT / "templates"),
+        NEWSLETTER_SMTP_HOST=smtp_server.host,
+        NEWSLETTER_SMTP_PORT=str(smtp_server.port),
+        NEWSLETTER_FROM_ADDRESS="news@daily.example.org",
+        NEWSLETTER_BASE_URL="https://news.example.org",
+        NEWSLETTER_SECRET_KEY="cli-test-secret",
+        COLUMNS="200",
+    )
+    return env

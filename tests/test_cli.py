@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 import typer.main
+from conftest import Cli
 
 from newsletter.cli import app
 
@@ -17,35 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DAY = "2026-11-25"
 
 
-@pytest.fixture
-def cli_env(tmp_path, smtp_server, articles_dir):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
-        NEWSLETTER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
-        NEWSLETTER_ARTICLES_SOURCE=str(articles_dir),
-        NEWSLETTER_TEMPLATES_DIR=str(ROOT / "templates"),
-        NEWSLETTER_SMTP_HOST=smtp_server.host,
-        NEWSLETTER_SMTP_PORT=str(smtp_server.port),
-        NEWSLETTER_FROM_ADDRESS="news@daily.example.org",
-        NEWSLETTER_BASE_URL="https://news.example.org",
-        NEWSLETTER_SECRET_KEY="cli-test-secret",
-        COLUMNS="200",
-    )
-    return env
-
-
 def newsletter(env, *args, cwd=None, check=True):
-    result = subprocess.run(
-        [sys.executable, "-c", "from newsletter.cli import main; main()", *args],
-        env=env,
-        cwd=cwd or env.get("_CWD"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
+    return env.run(*args, cwd=cwd, check=check)
 
 
 def test_send_delivers_once_per_active_subscriber_and_a_rerun_delivers_none(
@@ -104,7 +75,7 @@ def test_send_to_is_a_test_send_apart_from_deliveries(cli_env, smtp_server):
 def test_a_day_without_articles_is_a_clear_message_and_exit_zero(cli_env, smtp_server):
     result = newsletter(cli_env, "send", "--date", "2020-01-01")
     assert "no articles for 2020-01-01" in result.stdout
-    failing = dict(cli_env, NEWSLETTER_FAIL_ON_EMPTY="true")
+    failing = Cli(cli_env, NEWSLETTER_FAIL_ON_EMPTY="true")
     assert newsletter(failing, "send", "--date", "2020-01-01", check=False).returncode == 1
     assert smtp_server.received == []
 
@@ -126,7 +97,7 @@ def test_dry_run_sends_nothing(cli_env, smtp_server):
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_key(cli_env, key, value, expected):
-    result = newsletter(dict(cli_env, **{key: value}), "status", check=False)
+    result = newsletter(Cli(cli_env, **{key: value}), "status", check=False)
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0]
@@ -146,7 +117,7 @@ def test_init_writes_env_with_a_fresh_secret(cli_env, tmp_path):
     (work / ".env.example").write_text(
         (ROOT / ".env.example").read_text(encoding="utf-8"), encoding="utf-8"
     )
-    env = {k: v for k, v in cli_env.items() if k != "NEWSLETTER_SECRET_KEY"}
+    env = Cli({k: v for k, v in cli_env.items() if k != "NEWSLETTER_SECRET_KEY"})
     env["NEWSLETTER_DATABASE_URL"] = "sqlite:///var/newsletter.db"
     newsletter(env, "init", cwd=work)
     text = (work / ".env").read_text(encoding="utf-8")
