@@ -4,6 +4,7 @@ records every message it accepts, and settings that point at both."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -158,3 +159,25 @@ def cli_env(tmp_path, smtp_server, articles_dir) -> Cli:
         COLUMNS="200",
     )
     return env
+
+
+def spam_score(data: bytes, home: Path) -> tuple[float, list[tuple[str, str]]]:
+    """SpamAssassin's score of a message with its local rules only (no network tests)."""
+    spamassassin = shutil.which("spamassassin")
+    if spamassassin is None:
+        pytest.skip("spamassassin is not installed (Debian: apt-get install spamassassin)")
+    result = subprocess.run(
+        [spamassassin, "-L", "-t"],
+        input=data,
+        capture_output=True,
+        timeout=120,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},  # no auto-learn in the real home
+        check=False,
+    )
+    output = result.stdout.decode("utf-8", "replace")
+    status = " ".join(str(message_from_bytes(result.stdout).get("X-Spam-Status", "")).split())
+    found = re.search(r"score=(-?\d+(?:\.\d+)?)", status)
+    assert found, f"no score in SpamAssassin output:\n{output[-3000:]}\n{result.stderr!r}"
+    report = output.split("Content analysis details:", 1)[-1]
+    hits = re.findall(r"^\s*(-?\d+\.\d+)\s+([A-Z][A-Z0-9_]+)\s", report, re.MULTILINE)
+    return float(found.group(1)), hits

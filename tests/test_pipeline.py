@@ -9,6 +9,7 @@ import time
 
 import pytest
 from aiosmtpd.controller import Controller
+from conftest import spam_score
 
 from newsletter import subscribers as subscriber_ops
 from newsletter.capture import free_port
@@ -283,3 +284,11 @@ def test_a_recipient_whose_message_cannot_be_built_fails_alone(engine, settings,
     assert summary.failures[0][0] == "zoë@example.org"
     assert "non-ASCII" in summary.failures[0][1]
     assert sorted(smtp_server.recipients()) == ["ann@example.com", "jose@example.net"]
+
+
+def test_the_real_edition_scores_low_with_spamassassin(engine, settings, smtp_server, tmp_path):
+    add_people(engine, PEOPLE[:1])
+    send(engine, settings)
+    score, hits = spam_score(smtp_server.received[0].data, tmp_path)
+    print(f"SpamAssassin score {score}: {hits}")
+    assert score < 1.0, hits  # 5.0 is spam; we stay far below
