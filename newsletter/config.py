@@ -34,6 +34,7 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        env_ignore_empty=True,  # `KEY=` in .env means "use the default"
     )
 
     # Where things are
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
     smtp_password: SecretStr = SecretStr("")
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
     smtp_timeout: float = Field(30.0, gt=0)
+    smtp_ca_file: Path | None = None  # trust this CA (a private relay's); default: the system's
 
     # Who it is from and what it is called
     from_address: str = "newsletter@example.com"

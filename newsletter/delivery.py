@@ -102,9 +102,7 @@ class SmtpConnection:
             timeout=s.smtp_timeout,
             use_tls=s.smtp_security == SmtpSecurity.TLS,
             start_tls=True if s.smtp_security == SmtpSecurity.STARTTLS else False,
-            tls_context=ssl.create_default_context()
-            if s.smtp_security != SmtpSecurity.NONE
-            else None,
+            tls_context=_tls_context(s) if s.smtp_security != SmtpSecurity.NONE else None,
             local_hostname=s.sender_domain,
         )
         try:
@@ -131,9 +129,10 @@ class SmtpConnection:
         except aiosmtplib.SMTPNotSupported as exc:
             await _close(client)
             raise DeliveryError(
-                f"the relay does not support what NEWSLETTER_SMTP_SECURITY asks: {exc}",
+                f"the relay does not offer what the settings ask: {exc}",
                 where=self.where,
-                hint="set NEWSLETTER_SMTP_SECURITY to none, starttls or tls to match the relay",
+                hint="match NEWSLETTER_SMTP_SECURITY (none, starttls, tls) and the login "
+                "settings to what the relay offers",
             ) from None
         return client
 
@@ -193,6 +192,18 @@ class SmtpConnection:
 def reply_text(reply: str) -> str:
     """aiosmtplib hands back the text of the 250 reply without its code; keep both."""
     return format_reply(250, reply)
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    """Certificates are always verified; a private relay's CA can be named in SMTP_CA_FILE."""
+    cafile = settings.smtp_ca_file
+    if cafile is not None and not cafile.is_file():
+        raise DeliveryError(
+            "the CA file does not exist",
+            where=f"NEWSLETTER_SMTP_CA_FILE={cafile}",
+            hint="give the path of the PEM file of the CA that signed the relay's certificate",
+        )
+    return ssl.create_default_context(cafile=str(cafile) if cafile else None)
 
 
 async def _close(client: aiosmtplib.SMTP, *, polite: bool = False) -> None:
