@@ -28,6 +28,18 @@ class SmtpSecurity(StrEnum):
     TLS = "tls"
 
 
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"  # one `key=value` line per event
+    JSON = "json"  # one JSON object per line
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -71,8 +83,17 @@ class Settings(BaseSettings):
     fail_on_empty: bool = False
     max_attempts: int = Field(5, ge=1, le=50)
     retry_delay: float = Field(30.0, ge=0)  # first backoff; doubles each attempt
-    lease_seconds: int = Field(300, ge=5)
+    retry_window: float = Field(3600.0, gt=0)  # give up on a message (or a down relay) after this
+    lease_seconds: int = Field(300, ge=1)
+    bounce_limit: int = Field(3, ge=1)  # hard bounces, across editions, before `bounced`
+    log_level: LogLevel = LogLevel.WARNING
+    log_format: LogFormat = LogFormat.TEXT
     max_articles: int = Field(20, ge=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("send_time")
     @classmethod

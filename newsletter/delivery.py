@@ -31,10 +31,24 @@ class Outcome(StrEnum):
     PERMANENT = "permanent"
 
 
+# A 5xx at the end of DATA says something about the address only for these codes
+# (552 is "too big", 554 often content or policy: not the address's fault).
+HARD_BOUNCE_DATA_CODES = frozenset({550, 551, 553})
+
+
 @dataclass(frozen=True)
 class SendResult:
     outcome: Outcome
     reply: str  # "250 2.0.0 Ok: queued as …", or what went wrong
+    hard_bounce: bool = False  # the address itself was refused (counts toward BOUNCE_LIMIT)
+
+
+class RelayUnavailable(Exception):
+    """No session could be opened right now (refused, dropped, 4xx greeting, timeout).
+
+    Not a NewsletterError: the pipeline waits and tries again within RETRY_WINDOW,
+    and only then turns it into a DeliveryError.
+    """
 
 
 def classify_code(code: int) -> Outcome:
@@ -95,6 +109,8 @@ class SmtpConnection:
         return f"{self.settings.smtp_host}:{self.settings.smtp_port}"
 
     async def _connect(self) -> aiosmtplib.SMTP:
+        """A logged-in session. RelayUnavailable when it may work later; DeliveryError when
+        only a change of settings can fix it (credentials, TLS, a 5xx greeting)."""
         s = self.settings
         client = aiosmtplib.SMTP(
             hostname=s.smtp_host,
@@ -116,16 +132,16 @@ class SmtpConnection:
                 where=self.where,
                 hint="check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD",
             ) from None
-        except aiosmtplib.SMTPConnectResponseError as exc:
+        except (aiosmtplib.SMTPConnectResponseError, aiosmtplib.SMTPHeloError) as exc:
             await _close(client)
-            outcome = classify_code(exc.code)
-            if outcome == Outcome.PERMANENT:
+            reply = format_reply(exc.code, exc.message)
+            if classify_code(exc.code) == Outcome.PERMANENT:
                 raise DeliveryError(
-                    f"the relay refused the session: {format_reply(exc.code, exc.message)}",
+                    f"the relay refused the session: {reply}",
                     where=self.where,
                     hint="check the relay accepts mail from this host",
                 ) from None
-            raise
+            raise RelayUnavailable(reply) from None
         except aiosmtplib.SMTPNotSupported as exc:
             await _close(client)
             raise DeliveryError(
@@ -134,22 +150,47 @@ class SmtpConnection:
                 hint="match NEWSLETTER_SMTP_SECURITY (none, starttls, tls) and the login "
                 "settings to what the relay offers",
             ) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await _close(client)
+            if _is_certificate_error(exc):
+                raise DeliveryError(
+                    f"the relay's TLS certificate is not trusted: {exc}",
+                    where=self.where,
+                    hint="set NEWSLETTER_SMTP_CA_FILE to the CA that signed it, "
+                    "or fix the relay's certificate",
+                ) from None
+            raise RelayUnavailable(str(exc) or type(exc).__name__) from None
         return client
 
     async def send(self, sender: str, recipient: str, data: bytes) -> SendResult:
-        """Send one message; only a DeliveryError escapes (the session is unusable)."""
+        """Send one message on this connection, connecting first if needed.
+
+        Raises RelayUnavailable when no session can be opened (the message was not
+        tried and is not charged an attempt) and DeliveryError when the session as a
+        whole is refused. After any temporary failure the connection is closed, so
+        the retry goes over a fresh one.
+        """
+        if self.client is None or not self.client.is_connected:
+            self.client = await self._connect()
+        result = await self._transaction(sender, recipient, data)
+        if result.outcome == Outcome.TRANSIENT:
+            await self.close()
+        elif result.outcome == Outcome.SENT:
+            self.messages_sent += 1
+        return result
+
+    async def _transaction(self, sender: str, recipient: str, data: bytes) -> SendResult:
+        assert self.client is not None
         try:
-            if self.client is None or not self.client.is_connected:
-                self.client = await self._connect()
             options = [] if recipient.isascii() else ["SMTPUTF8"]
             errors, reply = await self.client.sendmail(
                 sender, [recipient], data, mail_options=options
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
-            return SendResult(
-                classify_code(refused.code), format_reply(refused.code, refused.message)
-            )
+            outcome = classify_code(refused.code)
+            reply_ = format_reply(refused.code, refused.message)
+            return SendResult(outcome, reply_, hard_bounce=outcome == Outcome.PERMANENT)
         except aiosmtplib.SMTPSenderRefused as exc:
             if classify_code(exc.code) == Outcome.PERMANENT:
                 raise DeliveryError(
@@ -161,26 +202,26 @@ class SmtpConnection:
             return SendResult(Outcome.TRANSIENT, format_reply(exc.code, exc.message))
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code < 0:  # aiosmtplib's marker for a reply it could not read
-                await self.close()
                 return SendResult(Outcome.TRANSIENT, f"unreadable reply: {exc.message}")
-            return SendResult(classify_code(exc.code), format_reply(exc.code, exc.message))
+            outcome = classify_code(exc.code)
+            hard = outcome == Outcome.PERMANENT and exc.code in HARD_BOUNCE_DATA_CODES
+            return SendResult(outcome, format_reply(exc.code, exc.message), hard_bounce=hard)
         except aiosmtplib.SMTPNotSupported as exc:
             return SendResult(Outcome.PERMANENT, f"not supported by the relay: {exc}")
         except (aiosmtplib.SMTPTimeoutError, TimeoutError):
-            await self.close()
             return SendResult(Outcome.TRANSIENT, f"timed out after {self.settings.smtp_timeout}s")
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as exc:
-            await self.close()
             return SendResult(Outcome.TRANSIENT, f"connection lost: {exc}")
         except aiosmtplib.SMTPException as exc:
-            await self.close()
             return SendResult(Outcome.TRANSIENT, f"SMTP error: {exc}")
         except ValueError as exc:  # an address aiosmtplib refuses to put in an envelope
             return SendResult(Outcome.PERMANENT, f"invalid address: {exc}")
         if recipient in errors:
             code, message = errors[recipient]
-            return SendResult(classify_code(code), format_reply(code, message))
-        self.messages_sent += 1
+            outcome = classify_code(code)
+            return SendResult(
+                outcome, format_reply(code, message), hard_bounce=outcome == Outcome.PERMANENT
+            )
         return SendResult(Outcome.SENT, reply_text(reply))
 
     async def close(self) -> None:
@@ -216,16 +257,23 @@ async def _close(client: aiosmtplib.SMTP, *, polite: bool = False) -> None:
         client.close()
 
 
+def _is_certificate_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 async def check_relay(settings: Settings) -> str:
-    """Connect, say EHLO, log in and quit: proves the relay settings before a send starts."""
+    """Connect, log in and quit: proves the relay settings before a send starts.
+
+    Raises RelayUnavailable (try again later) or DeliveryError (fix the settings).
+    """
     connection = SmtpConnection(settings)
-    try:
-        client = await connection._connect()
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        raise DeliveryError(
-            f"cannot reach the SMTP relay: {exc}",
-            where=connection.where,
-            hint="check NEWSLETTER_SMTP_HOST and NEWSLETTER_SMTP_PORT, and that the relay is up",
-        ) from None
+    client = await connection._connect()
     await _close(client, polite=True)
     return connection.where

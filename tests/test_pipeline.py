@@ -232,11 +232,12 @@ def test_transient_failures_are_retried_and_permanent_ones_recorded(engine, sett
 
 def test_an_unreachable_relay_is_a_clear_error_and_leaves_rows_queued(engine, settings):
     add_people(engine)
-    dead = settings.model_copy(update={"smtp_port": free_port()})
+    dead = settings.model_copy(update={"smtp_port": free_port(), "retry_window": 0.5})
     prepared = prepare_edition(engine, dead, DAY)
     with pytest.raises(DeliveryError) as caught:
         asyncio.run(send_edition(engine, dead, prepared.stored))
     assert f"127.0.0.1:{dead.smtp_port}" in str(caught.value)
+    assert "unreachable" in str(caught.value)
     counts = delivery_store.count_by_status(engine, prepared.stored.id)
     assert counts[DeliveryStatus.QUEUED] == len(PEOPLE)
 

@@ -33,6 +33,7 @@ class Claim:
     email: str
     name: str
     attempts: int
+    first_attempt_at: dt.datetime | None
 
 
 def queue_deliveries(engine: Engine, edition_id: int) -> int:
@@ -99,7 +100,12 @@ def claim_batch(
             lease_until=now + lease,
             updated_at=now,
         )
-        .returning(deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.attempts)
+        .returning(
+            deliveries.c.id,
+            deliveries.c.subscriber_id,
+            deliveries.c.attempts,
+            deliveries.c.first_attempt_at,
+        )
     )
     with engine.begin() as conn:
         claimed = conn.execute(statement).all()
@@ -119,7 +125,16 @@ def claim_batch(
             if person is None or person.status != SubscriberStatus.ACTIVE:
                 gone.append(row.id)
                 continue
-            claims.append(Claim(row.id, row.subscriber_id, person.email, person.name, row.attempts))
+            claims.append(
+                Claim(
+                    row.id,
+                    row.subscriber_id,
+                    person.email,
+                    person.name,
+                    row.attempts,
+                    row.first_attempt_at,
+                )
+            )
         if gone:
             conn.execute(
                 update(deliveries)
@@ -133,6 +148,96 @@ def claim_batch(
                 )
             )
     return claims
+
+
+def subscriber_is_active(engine: Engine, subscriber_id: int) -> bool:
+    """Checked right before a message is handed to the server: an unsubscribe wins until then."""
+    with engine.connect() as conn:
+        status = conn.execute(
+            select(subscribers.c.status).where(subscribers.c.id == subscriber_id)
+        ).scalar()
+    return status == SubscriberStatus.ACTIVE
+
+
+def claimers(engine: Engine, edition_id: int) -> list[str]:
+    """Who holds claimed rows of an edition now: a dead one's rows can be taken back."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(deliveries.c.claimed_by)
+            .where(
+                deliveries.c.edition_id == edition_id,
+                deliveries.c.status == DeliveryStatus.SENDING,
+                deliveries.c.claimed_by.is_not(None),
+            )
+            .distinct()
+        )
+        return [row.claimed_by for row in rows]
+
+
+def release_claims_of(engine: Engine, edition_id: int, claimer: str) -> int:
+    """Return a dead sender's claimed rows to the queue (it may have sent some: the bound)."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.edition_id == edition_id,
+                deliveries.c.status == DeliveryStatus.SENDING,
+                deliveries.c.claimed_by == claimer,
+            )
+            .values(
+                status=DeliveryStatus.QUEUED, claimed_by=None, lease_until=None, updated_at=utcnow()
+            )
+        )
+        return result.rowcount or 0
+
+
+def requeue_failed(engine: Engine, edition_id: int) -> int:
+    """`newsletter retry`: failed rows get a fresh set of attempts (their history is kept in
+    last_reply until the next try overwrites it)."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.edition_id == edition_id,
+                deliveries.c.status == DeliveryStatus.FAILED,
+            )
+            .values(
+                status=DeliveryStatus.QUEUED,
+                attempts=0,
+                first_attempt_at=None,
+                next_attempt_at=None,
+                updated_at=utcnow(),
+            )
+        )
+        return result.rowcount or 0
+
+
+@dataclass(frozen=True)
+class FailedDelivery:
+    email: str
+    attempts: int
+    last_reply: str
+    updated_at: dt.datetime
+
+
+def failed_deliveries(engine: Engine, edition_id: int, limit: int = 50) -> list[FailedDelivery]:
+    """The failed recipients of an edition with the server's last reply, for `status`."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                deliveries.c.email,
+                deliveries.c.attempts,
+                deliveries.c.last_reply,
+                deliveries.c.updated_at,
+            )
+            .where(
+                deliveries.c.edition_id == edition_id,
+                deliveries.c.status == DeliveryStatus.FAILED,
+            )
+            .order_by(deliveries.c.id)
+            .limit(limit)
+        )
+        return [FailedDelivery(*row) for row in rows]
 
 
 def active_subscriber_ids(engine: Engine, subscriber_ids: Iterable[int]) -> set[int]:
@@ -159,16 +264,18 @@ def record_outcome(
     next_attempt_at: dt.datetime | None = None,
 ) -> None:
     """Record one message's result and commit at once: this is the durable 'sent'."""
+    now = utcnow()
     values: dict[str, object] = {
         "status": status,
         "last_reply": reply[:1000],
         "claimed_by": None,
         "lease_until": None,
         "next_attempt_at": next_attempt_at,
-        "updated_at": utcnow(),
+        "updated_at": now,
     }
     if attempted:
         values["attempts"] = deliveries.c.attempts + 1
+        values["first_attempt_at"] = func.coalesce(deliveries.c.first_attempt_at, now)
     with engine.begin() as conn:
         conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
 

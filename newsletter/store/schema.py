@@ -69,6 +69,7 @@ deliveries = Table(
     Column("claimed_by", String(100)),
     Column("lease_until", DateTime()),
     Column("next_attempt_at", DateTime()),
+    Column("first_attempt_at", DateTime()),
     Column("updated_at", DateTime(), nullable=False),
     UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
     Index("ix_deliveries_edition_status", "edition_id", "status"),
@@ -83,4 +84,13 @@ test_sends = Table(
     Column("status", String(16), nullable=False),
     Column("last_reply", Text, nullable=False, default=""),
     Column("created_at", DateTime(), nullable=False),
+)
+
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("acquired_at", DateTime(), nullable=False),
+    Column("heartbeat_at", DateTime(), nullable=False),
 )

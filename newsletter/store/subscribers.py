@@ -391,3 +391,27 @@ def _subscriber(row: Row) -> Subscriber:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def record_hard_bounce(engine: Engine, subscriber_id: int, limit: int) -> bool:
+    """Count a 5xx for this address; at `limit` (across editions) stop sending to it.
+
+    Returns True when this bounce made the subscriber `bounced`.
+    """
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(
+            update(subscribers)
+            .where(subscribers.c.id == subscriber_id)
+            .values(bounce_count=subscribers.c.bounce_count + 1, updated_at=now)
+        )
+        result = conn.execute(
+            update(subscribers)
+            .where(
+                subscribers.c.id == subscriber_id,
+                subscribers.c.bounce_count >= limit,
+                subscribers.c.status == SubscriberStatus.ACTIVE,
+            )
+            .values(status=SubscriberStatus.BOUNCED, updated_at=now)
+        )
+        return bool(result.rowcount)

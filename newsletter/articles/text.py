@@ -1,0 +1,137 @@
+"""Text hygiene: what "plain text" and "safe HTML" mean everywhere in the newsletter.
+
+Every reader and the feed source reduce what they find to the same two shapes:
+one-line labels and blank-line paragraphs with no control characters, line
+breaks or lone surrogates (`_one_line`, `_paragraphs`), and HTML that only ever
+passed through nh3's allow-list (`sanitize_html`), with its plain-text view
+(`html_to_paragraphs`). It sits at the bottom of the package and knows nothing of
+articles, files or feeds, so every other module can lean on it.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import nh3
+
+ALLOWED_TAGS = frozenset(
+    {"p", "a", "em", "strong", "b", "i", "ul", "ol", "li", "blockquote", "br", "code"}
+)
+# Block tags that are not allowed but whose boundaries matter: they become <p>, so
+# "<div>a</div><div>b</div>" reads "a", "b" rather than "ab".
+_BLOCKISH = frozenset(
+    {"div", "section", "article", "header", "footer", "main", "aside", "figure"}
+    | {"figcaption", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "table", "tr", "dl"}
+    | {"dt", "dd", "address", "center", "hr"}
+)
+_URL_SCHEMES = frozenset({"http", "https", "mailto"})
+_DROP_WITH_CONTENT = frozenset({"script", "style", "noscript", "template", "title"})
+
+
+# Everything str.splitlines() treats as a line break, so no odd break survives as text.
+_LINE_BREAKS = re.compile(r"\r\n|[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # lone surrogates (from JSON "\ud800") can't be sent
+_BLANK_LINES = re.compile(r"\n\s*\n")
+
+
+def _normalize_newlines(text: str) -> str:
+    return _LINE_BREAKS.sub("\n", text)
+
+
+def _one_line(text: str) -> str:
+    """Control characters and line breaks become spaces; runs of whitespace become one."""
+    text = _SURROGATE.sub("\ufffd", text).replace("\ufeff", "")
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def _paragraphs(text: str) -> list[str]:
+    """Blank-line separated paragraphs; a hard-wrapped paragraph is joined into one line."""
+    blocks = _BLANK_LINES.split(_normalize_newlines(text))
+    return [p for p in (_one_line(block) for block in blocks) if p]
+
+
+class _TextExtractor(HTMLParser):
+    """HTML to plain-text paragraphs: block boundaries split, link text kept, tags dropped."""
+
+    _BLOCK = ALLOWED_TAGS - {"a", "em", "strong", "b", "i", "code"} | _BLOCKISH | {"td", "th"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.paragraphs: list[str] = []
+        self._buffer: list[str] = []
+        self._prefix = ""
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _DROP_WITH_CONTENT:
+            self._skipping += 1
+        elif tag in self._BLOCK:
+            self._flush()
+            if tag == "li":
+                self._prefix = "• "
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _DROP_WITH_CONTENT:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in self._BLOCK:
+            self._flush()
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self._buffer.append(data)
+
+    def close(self) -> None:
+        super().close()
+        self._flush()
+
+    def _flush(self) -> None:
+        text = _one_line("".join(self._buffer))
+        self._buffer = []
+        if text:
+            self.paragraphs.append(self._prefix + text)
+            self._prefix = ""
+
+
+def html_to_paragraphs(html: str) -> list[str]:
+    """The plain-text part's view of an HTML summary (also used for feed titles)."""
+    extractor = _TextExtractor()
+    extractor.feed(html)
+    extractor.close()
+    return extractor.paragraphs
+
+
+_PRE_CLEANER = nh3.Cleaner(
+    tags=set(ALLOWED_TAGS | _BLOCKISH),
+    clean_content_tags=set(_DROP_WITH_CONTENT),
+    attributes={"a": {"href"}},
+    url_schemes=set(_URL_SCHEMES),
+    url_relative="deny",
+    link_rel=None,
+)
+_CLEANER = nh3.Cleaner(
+    tags=set(ALLOWED_TAGS),
+    clean_content_tags=set(_DROP_WITH_CONTENT),
+    attributes={"a": {"href"}},
+    url_schemes=set(_URL_SCHEMES),
+    url_relative="deny",  # an email has no base URL for a relative link to resolve against
+    link_rel="noopener",
+)
+_BLOCKISH_TAG = re.compile(r"<(/?)(?:" + "|".join(sorted(_BLOCKISH)) + ")>")
+_EMPTY_P = re.compile(r"<p>\s*</p>")
+_DEAD_LINK = re.compile(r'<a rel="noopener">(.*?)</a>', re.DOTALL)  # its href was refused
+_VOID_HR = re.compile(r"<hr>")
+
+
+def sanitize_html(html: str) -> str:
+    """The only way HTML from a file or feed reaches the email.
+
+    The first pass keeps block tags we don't allow (now attribute-free and
+    well-formed) so they can be turned into paragraphs; the second pass is the
+    real allow-list and re-balances the tags.
+    """
+    pre = _VOID_HR.sub("<p></p>", _PRE_CLEANER.clean(html))
+    clean = _CLEANER.clean(_BLOCKISH_TAG.sub(r"<\1p>", pre))
+    clean = _DEAD_LINK.sub(r"\1", _CONTROL.sub(" ", _SURROGATE.sub("\ufffd", clean)))
+    return _EMPTY_P.sub("", clean).strip()

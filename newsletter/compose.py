@@ -1,0 +1,61 @@
+"""One recipient's message from a stored edition: signed links, filled slots, MIME bytes.
+
+Used by the send loop, test sends and previews alike, so an editor's preview
+and a subscriber's copy are made by the same code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from newsletter.config import Settings
+from newsletter.message import build_message
+from newsletter.models import Recipient, RenderedEdition
+from newsletter.personalize import Slots, personalize
+from newsletter.tokens import Signer, unsubscribe_links
+
+
+def compose_message(
+    rendered: RenderedEdition,
+    settings: Settings,
+    recipient: Recipient,
+    *,
+    signer: Signer | None = None,
+    message_id: str | None = None,
+) -> bytes:
+    """The exact bytes one recipient gets: slots filled, headers set, signed unsubscribe links."""
+    signer = signer or Signer(settings.secret_key.get_secret_value())
+    https_url, mailto_url = unsubscribe_links(
+        signer,
+        base_url=settings.base_url,
+        mailto=settings.unsubscribe_address,
+        email=recipient.email,
+    )
+    slots = Slots(
+        name=recipient.name,
+        email=recipient.email,
+        unsubscribe_url=https_url,
+        view_online_url=view_online_url(settings, rendered.date),
+    )
+    html, text = personalize(rendered, slots)
+    return build_message(
+        settings=settings,
+        recipient=recipient,
+        subject=rendered.subject,
+        html=html,
+        text=text,
+        unsubscribe_url=https_url,
+        unsubscribe_mailto=mailto_url,
+        message_id=message_id,
+    )
+
+
+def view_online_url(settings: Settings, date: dt.date) -> str:
+    return f"{settings.base_url}/archive/{date.isoformat()}"
+
+
+def delivery_message_id(settings: Settings, rendered: RenderedEdition, delivery_id: int) -> str:
+    """Stable per delivery: if a crash makes us send a message twice, clients see one."""
+    return (
+        f"<{rendered.date:%Y%m%d}.{delivery_id}.{rendered.slot_token[:8]}@{settings.sender_domain}>"
+    )

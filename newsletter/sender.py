@@ -1,0 +1,356 @@
+"""The claim → build → send → record loop of one sending process.
+
+One producer claims batches of delivery rows and builds each message; one
+worker per SMTP connection (CONCURRENCY of them) sends and records. The
+record is written the moment the server answers, so at a crash the only
+messages that can go twice are the ones a worker had handed over and not yet
+recorded: at most one per connection.
+
+    claimed ──> still subscribed? ──no──> skipped
+                    │ yes
+                    v
+              SMTP transaction ──250──> sent (committed at once)
+                    │ 4xx / dropped / timeout ──> queued again after a backoff, or
+                    │                             failed when MAX_ATTEMPTS/RETRY_WINDOW are spent
+                    │ 5xx for the recipient ──> failed (+ a hard bounce on the subscriber)
+                    └ relay unreachable ──> wait and retry the same message, uncharged;
+                                             past RETRY_WINDOW the send stops, rows stay queued
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from newsletter.compose import compose_message, delivery_message_id
+from newsletter.config import Settings
+from newsletter.delivery import (
+    Outcome,
+    RateLimiter,
+    RelayUnavailable,
+    SendResult,
+    SmtpConnection,
+    check_relay,
+)
+from newsletter.errors import DeliveryError, InputError
+from newsletter.liveness import holder_id, is_dead
+from newsletter.logs import event
+from newsletter.models import DeliveryStatus, Recipient
+from newsletter.store import deliveries as delivery_store
+from newsletter.store import subscribers as subscriber_store
+from newsletter.store.editions import StoredEdition
+from newsletter.store.engine import utcnow
+from newsletter.tokens import Signer
+
+log = logging.getLogger("newsletter.sender")
+
+ProgressCallback = Callable[[DeliveryStatus, str], None]
+
+
+@dataclass
+class SendSummary:
+    queued_now: int = 0  # rows added by this run (new subscribers since the last run)
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    deferred: int = 0  # transient failures put back for a retry
+    reclaimed: int = 0  # rows taken back from a sender that died
+    elapsed: float = 0.0
+    remaining: int = 0  # rows still queued or claimed when the run ended
+    stopped: bool = False  # ended early by a signal; the next run finishes the edition
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Job:
+    delivery_id: int
+    subscriber_id: int
+    email: str
+    attempts: int
+    first_attempt_at: dt.datetime | None
+    data: bytes
+
+
+class RelayWatch:
+    """Shared by every connection: since when the relay has been unreachable, if it is."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.down_since: float | None = None
+        self.failures = 0
+
+    def failed(self, reason: str) -> float:
+        """Note a failed connection; the seconds to wait, or DeliveryError past the window."""
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            log.warning("relay unreachable, retrying: %s", reason)
+        self.failures += 1
+        down_for = now - self.down_since
+        if down_for >= self.settings.retry_window:
+            raise DeliveryError(
+                f"the relay has been unreachable for {down_for:.0f}s ({reason}); "
+                "unsent messages stay queued",
+                where=f"{self.settings.smtp_host}:{self.settings.smtp_port}",
+                hint="check the relay is up and NEWSLETTER_SMTP_HOST/PORT, then send again",
+            )
+        return min(backoff(self.settings.retry_delay, self.failures), 60.0)
+
+    def ok(self) -> None:
+        if self.down_since is not None:
+            log.warning("relay reachable again after %.0fs", time.monotonic() - self.down_since)
+        self.down_since, self.failures = None, 0
+
+
+def backoff(base: float, attempt: int) -> float:
+    """Exponential with jitter, so retries of many messages don't arrive together."""
+    return base * (2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.5)
+
+
+async def wait_for_relay(settings: Settings, stop: asyncio.Event, watch: RelayWatch) -> bool:
+    """Before a send: a relay that is briefly down delays the send instead of failing it."""
+    while not stop.is_set():
+        try:
+            await check_relay(settings)
+        except RelayUnavailable as exc:
+            await sleep_or_stop(stop, watch.failed(str(exc)))
+            continue
+        watch.ok()
+        return True
+    return False
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
+    except TimeoutError:
+        pass
+
+
+class Sender:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        stored: StoredEdition,
+        summary: SendSummary,
+        *,
+        on_result: ProgressCallback | None = None,
+        stop: asyncio.Event,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.stored = stored
+        self.edition = stored.rendered.date.isoformat()
+        self.summary = summary
+        self.on_result = on_result or (lambda status, email: None)
+        self.stop = stop
+        self.claimer = holder_id()
+        self.signer = Signer(settings.secret_key.get_secret_value())
+        self.limiter = RateLimiter(settings.rate_limit)
+        self.watch = RelayWatch(settings)
+        self.jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=settings.concurrency * 2)
+        self.in_flight: set[int] = set()  # claimed by us, not yet recorded
+        self.recorded = asyncio.Event()
+        self.fatal: DeliveryError | None = None
+
+    async def run(self) -> None:
+        self.reclaim_from_dead()
+        if not await wait_for_relay(self.settings, self.stop, self.watch):
+            return
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.settings.concurrency)]
+        try:
+            await self._produce()
+        finally:
+            for _ in workers:
+                await self.jobs.put(None)
+            await asyncio.gather(*workers, return_exceptions=True)
+            released = delivery_store.release_claims(self.engine, self.in_flight)
+            if released:
+                event(log, "released", edition=self.edition, count=released)
+        if self.fatal is not None:
+            raise self.fatal
+
+    def reclaim_from_dead(self) -> int:
+        """Rows claimed by a sender that died on this machine go back to the queue now."""
+        total = 0
+        for claimer in delivery_store.claimers(self.engine, self.stored.id):
+            if claimer != self.claimer and is_dead(claimer):
+                count = delivery_store.release_claims_of(self.engine, self.stored.id, claimer)
+                self.summary.reclaimed += count
+                total += count
+                event(
+                    log,
+                    "reclaimed",
+                    level=logging.WARNING,
+                    edition=self.edition,
+                    count=count,
+                    dead_sender=claimer,
+                )
+        return total
+
+    async def _produce(self) -> None:
+        batch_size = max(10, self.settings.concurrency * 4)
+        lease = dt.timedelta(seconds=self.settings.lease_seconds)
+        while not self.stop.is_set():
+            claims = delivery_store.claim_batch(
+                self.engine, self.stored.id, claimer=self.claimer, size=batch_size, lease=lease
+            )
+            if not claims:
+                if not await self._wait_for_more():
+                    return
+                continue
+            for claim in claims:
+                self.in_flight.add(claim.delivery_id)
+                try:
+                    data = compose_message(
+                        self.stored.rendered,
+                        self.settings,
+                        Recipient(claim.subscriber_id, claim.email, claim.name),
+                        signer=self.signer,
+                        message_id=delivery_message_id(
+                            self.settings, self.stored.rendered, claim.delivery_id
+                        ),
+                    )
+                except InputError as exc:  # this recipient's data cannot make a message
+                    job = _Job(claim.delivery_id, claim.subscriber_id, claim.email, 0, None, b"")
+                    self._record(job, SendResult(Outcome.PERMANENT, f"not sent: {exc}"))
+                    continue
+                job = _Job(
+                    claim.delivery_id,
+                    claim.subscriber_id,
+                    claim.email,
+                    claim.attempts,
+                    claim.first_attempt_at,
+                    data,
+                )
+                await self.jobs.put(job)
+                if self.stop.is_set():
+                    return
+
+    async def _wait_for_more(self) -> bool:
+        """Nothing claimable now: wait for in-flight results or the next retry, or finish."""
+        if self.in_flight:
+            self.recorded.clear()
+            await _wait_any(self.recorded, self.stop, timeout=1.0)
+            return True
+        if self.reclaim_from_dead():
+            return True
+        retry_at = delivery_store.next_retry_at(self.engine, self.stored.id)
+        if retry_at is None:
+            return False
+        delay = (retry_at - utcnow()).total_seconds()
+        event(log, "waiting", edition=self.edition, seconds=round(max(0.0, delay), 2))
+        await sleep_or_stop(self.stop, max(0.05, delay))
+        return True
+
+    async def _worker(self) -> None:
+        connection = SmtpConnection(self.settings)
+        try:
+            while (job := await self.jobs.get()) is not None:
+                if self.stop.is_set():
+                    continue  # left claimed; released to the queue when the run ends
+                await self._deliver(connection, job)
+        finally:
+            await connection.close()
+
+    async def _deliver(self, connection: SmtpConnection, job: _Job) -> None:
+        if not delivery_store.subscriber_is_active(self.engine, job.subscriber_id):
+            self._skip(job)
+            return
+        await self.limiter.acquire()
+        while not self.stop.is_set():
+            try:
+                result = await connection.send(self.settings.from_address, job.email, job.data)
+            except RelayUnavailable as exc:
+                try:
+                    await sleep_or_stop(self.stop, self.watch.failed(str(exc)))
+                except DeliveryError as fatal:
+                    self._fail_run(fatal)
+                continue
+            except DeliveryError as fatal:
+                self._fail_run(fatal)
+                return
+            self.watch.ok()
+            self._record(job, result)
+            return
+
+    def _fail_run(self, error: DeliveryError) -> None:
+        self.fatal = self.fatal or error
+        self.stop.set()
+
+    def _skip(self, job: _Job) -> None:
+        delivery_store.record_outcome(
+            self.engine,
+            job.delivery_id,
+            DeliveryStatus.SKIPPED,
+            "subscriber no longer active",
+            attempted=False,
+        )
+        self.in_flight.discard(job.delivery_id)
+        self.summary.skipped += 1
+        self.recorded.set()
+        event(log, "delivery", edition=self.edition, recipient=job.email, status="skipped")
+        self.on_result(DeliveryStatus.SKIPPED, job.email)
+
+    def _record(self, job: _Job, result: SendResult) -> None:
+        attempts = job.attempts + 1
+        next_attempt_at = None
+        if result.outcome == Outcome.SENT:
+            status = DeliveryStatus.SENT
+            self.summary.sent += 1
+        elif result.outcome == Outcome.TRANSIENT and self._may_retry(job, attempts):
+            status = DeliveryStatus.QUEUED
+            delay = backoff(self.settings.retry_delay, attempts)
+            next_attempt_at = utcnow() + dt.timedelta(seconds=delay)
+            self.summary.deferred += 1
+        else:
+            status = DeliveryStatus.FAILED
+            self.summary.failed += 1
+            self.summary.failures.append((job.email, result.reply))
+        delivery_store.record_outcome(
+            self.engine, job.delivery_id, status, result.reply, next_attempt_at=next_attempt_at
+        )
+        if result.hard_bounce:
+            became_bounced = subscriber_store.record_hard_bounce(
+                self.engine, job.subscriber_id, self.settings.bounce_limit
+            )
+            if became_bounced:
+                event(log, "bounced", level=logging.WARNING, recipient=job.email)
+        self.in_flight.discard(job.delivery_id)
+        self.recorded.set()
+        event(
+            log,
+            "delivery",
+            level=logging.INFO if status != DeliveryStatus.FAILED else logging.WARNING,
+            edition=self.edition,
+            recipient=job.email,
+            status=status.value,
+            attempt=attempts,
+            reply=result.reply,
+        )
+        self.on_result(status, job.email)
+
+    def _may_retry(self, job: _Job, attempts: int) -> bool:
+        if attempts >= self.settings.max_attempts:
+            return False
+        if job.first_attempt_at is None:
+            return True
+        waited = (utcnow() - job.first_attempt_at).total_seconds()
+        return waited < self.settings.retry_window
+
+
+async def _wait_any(*events: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,431 @@
+"""The fault-injecting test server itself, driven by plain aiosmtplib and smtplib clients."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import logging
+import smtplib
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import aiosmtplib
+import pytest
+from faultsmtp import DEFAULT_TEXT, Fault, FaultPlan, FaultServer
+
+SENDER = "news@daily.example.org"
+MESSAGE = b"From: news@daily.example.org\r\nTo: reader@example.com\r\nSubject: Today\r\n\r\nHi.\r\n"
+CODES = [421, 450, 451, 452, 550, 552, 553, 554]
+SLOW, CLIENT_TIMEOUT = 0.5, 0.2
+
+
+@pytest.fixture
+def serve(caplog) -> Iterator[Callable[..., FaultServer]]:
+    """Start FaultServers; afterwards check neither asyncio nor aiosmtpd complained."""
+    servers: list[FaultServer] = []
+
+    def start(plan: FaultPlan | None = None) -> FaultServer:
+        server = FaultServer(plan).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    gc.collect()  # a task whose exception nobody read reports it when collected
+    assert [error for server in servers for error in server.errors] == []
+    records = [r for when in ("setup", "call", "teardown") for r in caplog.get_records(when)]
+    noisy = [r for r in records if r.name in ("asyncio", "mail.log")]
+    assert [r.getMessage() for r in noisy if r.levelno >= logging.WARNING] == []
+
+
+async def _send(
+    server: FaultServer, recipients: list[str], timeout: float, message: bytes, options: list[str]
+) -> dict[str, aiosmtplib.SMTPResponse]:
+    client = aiosmtplib.SMTP(hostname=server.host, port=server.port, timeout=timeout)
+    await client.connect()
+    try:
+        refused, _ = await client.sendmail(SENDER, recipients, message, mail_options=options)
+        await client.quit()
+        return refused
+    finally:
+        client.close()
+
+
+def send(
+    server: FaultServer,
+    *recipients: str,
+    timeout: float = 2.0,
+    message: bytes = MESSAGE,
+    options: tuple[str, ...] = (),
+) -> dict[str, aiosmtplib.SMTPResponse]:
+    """One aiosmtplib connection, one message; returns the refused recipients."""
+    rcpts = list(recipients) or ["reader@example.com"]
+    return asyncio.run(_send(server, rcpts, timeout, message, list(options)))
+
+
+def always(fault: Fault, seed: int = 0) -> FaultPlan:
+    return FaultPlan(seed=seed, rate=1.0, faults=[fault])
+
+
+def _address(stage: str) -> str:
+    """The address an event of `send(server)` carries at that stage."""
+    return {"connect": "", "mail": SENDER}.get(stage, "reader@example.com")
+
+
+class Raw:
+    """A bare socket client, to see exactly what the server sends and when it hangs up."""
+
+    def __init__(self, server: FaultServer) -> None:
+        self.sock = socket.create_connection((server.host, server.port), timeout=2)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.reply()
+
+    def reply(self) -> bytes:
+        """The last line of the next reply, or b"" at end of stream."""
+        while True:
+            line = self.file.readline()
+            if not line or line[3:4] != b"-":
+                return line.rstrip(b"\r\n")
+
+    def command(self, text: str | bytes) -> bytes:
+        self.sock.sendall(text if isinstance(text, bytes) else text.encode() + b"\r\n")
+        return self.reply()
+
+    def at_eof(self) -> bool:
+        return self.file.read() == b""
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+# -- reply faults -------------------------------------------------------------------------
+
+
+def _code(error: Exception) -> int:
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
+        return error.recipients[0].code
+    assert isinstance(error, aiosmtplib.SMTPResponseException)
+    return error.code
+
+
+EXPECTED_ERROR = {
+    "connect": aiosmtplib.SMTPConnectResponseError,
+    "mail": aiosmtplib.SMTPSenderRefused,
+    "rcpt": aiosmtplib.SMTPRecipientsRefused,
+    "data": aiosmtplib.SMTPDataError,
+}
+REPLY_CASES = [("connect", 421), ("connect", 554)] + [
+    (stage, code) for stage in ("mail", "rcpt", "data") for code in CODES
+]
+
+
+@pytest.mark.parametrize(("stage", "code"), REPLY_CASES)
+def test_reply_fault_is_what_the_client_sees(serve, stage, code):
+    server = serve(always(Fault(stage, "reply", code)))
+    with pytest.raises(EXPECTED_ERROR[stage]) as caught:
+        send(server)
+    assert _code(caught.value) == code
+    assert DEFAULT_TEXT[code] in str(caught.value)
+    assert server.delivered == []
+    assert server.events[-1] == (stage, _address(stage), f"reply {code}")
+
+
+def test_reply_text_can_be_chosen(serve):
+    server = serve(always(Fault("rcpt", "reply", 550, "5.1.1 No such user here")))
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as caught:
+        send(server)
+    assert caught.value.recipients[0].message == "5.1.1 No such user here"
+
+
+def _dialog_until(raw: Raw, stage: str) -> bytes:
+    """Drive a raw session up to the stage's reply and return it."""
+    assert raw.command("EHLO client.test").startswith(b"250")
+    reply = raw.command(f"MAIL FROM:<{SENDER}>")
+    if stage == "mail":
+        return reply
+    reply = raw.command("RCPT TO:<reader@example.com>")
+    if stage == "rcpt":
+        return reply
+    assert raw.command("DATA").startswith(b"354")
+    return raw.command(MESSAGE + b".\r\n")
+
+
+@pytest.mark.parametrize("stage", ["mail", "rcpt", "data"])
+def test_421_closes_the_connection_after_the_reply(serve, stage):
+    raw = Raw(serve(always(Fault(stage, "reply", 421))))
+    try:
+        assert _dialog_until(raw, stage).startswith(b"421 4.3.2")
+        assert raw.at_eof()
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("stage", ["mail", "rcpt", "data"])
+def test_other_replies_keep_the_connection_open(serve, stage):
+    server = serve(always(Fault(stage, "reply", 450)))
+    raw = Raw(server)
+    try:
+        assert _dialog_until(raw, stage).startswith(b"450 ")
+        assert raw.command("RSET") == b"250 OK"
+        server.plan.rate = 0.0
+        assert _dialog_until(raw, "data").startswith(b"250 ")
+    finally:
+        raw.close()
+    assert len(server.delivered) == 1
+
+
+def test_connect_reply_greets_with_the_code_and_hangs_up(serve):
+    raw = Raw(serve(always(Fault("connect", "reply", 554))))
+    try:
+        assert raw.greeting == b"554 5.0.0 Transaction failed"
+        assert raw.at_eof()
+    finally:
+        raw.close()
+
+
+# -- drops ----------------------------------------------------------------------------------
+
+DROP_ERROR = {
+    "connect": aiosmtplib.SMTPConnectError,  # aiosmtplib wraps a lost greeting
+    "mail": aiosmtplib.SMTPServerDisconnected,
+    "rcpt": aiosmtplib.SMTPServerDisconnected,
+    "data": aiosmtplib.SMTPServerDisconnected,
+}
+
+
+@pytest.mark.parametrize("stage", ["connect", "mail", "rcpt", "data"])
+def test_drop_before_cuts_the_connection_and_accepts_nothing(serve, stage):
+    server = serve(always(Fault(stage, "drop_before")))
+    with pytest.raises(DROP_ERROR[stage]) as caught:
+        send(server)
+    assert not isinstance(caught.value, aiosmtplib.SMTPResponseException)  # no reply at all
+    assert server.delivered == []
+    assert server.events[-1] == (stage, _address(stage), "drop_before")
+    server.plan.rate = 0.0  # the server keeps serving afterwards
+    assert send(server) == {}
+    assert len(server.delivered) == 1
+
+
+def test_drop_after_data_keeps_the_message_the_client_never_heard_of(serve):
+    server = serve(always(Fault("data", "drop_after")))
+    with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+        send(server, "reader@example.com")
+    [item] = server.delivered
+    assert item.rcpt_tos == ("reader@example.com",)
+    assert item.mail_from == SENDER
+    assert item.message["Subject"] == "Today"
+    assert server.events[-1] == ("data", "reader@example.com", "drop_after")
+
+
+def test_drop_after_with_smtplib(serve):
+    server = serve(always(Fault("data", "drop_after")))
+    with smtplib.SMTP(server.host, server.port, timeout=2) as client:
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.sendmail(SENDER, ["reader@example.com"], MESSAGE)
+    assert server.count_by_recipient() == collections.Counter({"reader@example.com": 1})
+
+
+def test_drop_after_is_only_for_data():
+    with pytest.raises(ValueError, match="drop_after"):
+        Fault("rcpt", "drop_after")
+
+
+# -- slow -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["connect", "mail", "rcpt", "data"])
+def test_slow_pushes_the_client_past_its_timeout(serve, stage):
+    server = serve(always(Fault(stage, "slow", delay=SLOW)))
+    started = time.monotonic()
+    with pytest.raises(aiosmtplib.SMTPTimeoutError):
+        send(server, timeout=CLIENT_TIMEOUT)
+    assert time.monotonic() - started < SLOW
+    assert server.events[-1][2] == "slow 0.5"
+    assert server.delivered == []  # the client hung up while the server waited
+
+
+def test_slow_within_the_timeout_answers_normally(serve):
+    server = serve(always(Fault("data", "slow", delay=0.3)))
+    started = time.monotonic()
+    assert send(server, timeout=2.0) == {}
+    assert time.monotonic() - started >= 0.3
+    assert len(server.delivered) == 1
+
+
+# -- first_n and per_address ----------------------------------------------------------------
+
+
+def test_first_n_attempts_get_451_then_succeed(serve):
+    plan = FaultPlan(first_n={"flaky@example.com": 2})
+    server = serve(plan)
+    for _ in range(2):
+        with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+            send(server, "flaky@example.com")
+        assert caught.value.code == 451
+    assert send(server, "flaky@example.com") == {}
+    assert send(server, "flaky@example.com") == {}
+    assert send(server, "steady@example.com") == {}
+    assert server.count_by_recipient() == {"flaky@example.com": 2, "steady@example.com": 1}
+    assert plan.attempts["flaky@example.com"] == 4
+    outcomes = [what for stage, _, what in server.events if stage == "data"]
+    assert outcomes == ["reply 451", "reply 451", "ok", "ok", "ok"]
+
+
+def test_per_address_fault_always_strikes(serve):
+    server = serve(FaultPlan(per_address={"gone@example.com": Fault("rcpt", "reply", 550)}))
+    for recipient in ("gone@example.com", "Gone@Example.COM"):  # addresses compare caselessly
+        refused = send(server, recipient, "ok@example.com")
+        assert list(refused) == [recipient]
+        assert refused[recipient].code == 550
+    assert server.count_by_recipient() == {"ok@example.com": 2}
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+        send(server, "gone@example.com")
+
+
+def test_per_address_fault_at_data_strikes_the_whole_message(serve):
+    server = serve(FaultPlan(per_address={"full@example.com": Fault("data", "reply", 552)}))
+    with pytest.raises(aiosmtplib.SMTPDataError) as caught:
+        send(server, "ok@example.com", "full@example.com")
+    assert caught.value.code == 552
+    assert server.events[-1] == ("data", "ok@example.com,full@example.com", "reply 552")
+    assert server.delivered == []
+
+
+def test_per_address_cannot_strike_at_connect():
+    with pytest.raises(ValueError, match="connect"):
+        FaultPlan(per_address={"x@example.com": Fault("connect", "drop_before")})
+
+
+def test_smtputf8_addresses(serve):
+    server = serve(FaultPlan(per_address={"gönül@exämple.org": Fault("rcpt", "reply", 553)}))
+    message = "Subject: Grüße\r\n\r\nÇa va ?\r\n".encode()
+    refused = send(server, "jösé@exämple.org", "gönül@exämple.org", message=message,
+                   options=("SMTPUTF8",))  # fmt: skip
+    assert refused["gönül@exämple.org"].code == 553
+    [item] = server.delivered
+    assert item.rcpt_tos == ("jösé@exämple.org",)
+    assert item.data == message
+
+
+# -- down_until -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["close", "421"])
+def test_down_until_refuses_connections_until_the_deadline(serve, mode):
+    plan = FaultPlan(down_mode=mode)
+    server = serve(plan)
+    assert send(server) == {}
+    deadline = time.monotonic() + 0.4
+    plan.down_until = deadline  # flipped while the server runs
+    for _ in range(2):
+        with pytest.raises(aiosmtplib.SMTPConnectError) as caught:
+            send(server)
+        if mode == "421":
+            assert isinstance(caught.value, aiosmtplib.SMTPConnectResponseError)
+            assert caught.value.code == 421
+        else:
+            assert not isinstance(caught.value, aiosmtplib.SMTPResponseException)
+    time.sleep(max(0.0, deadline - time.monotonic()))
+    assert send(server) == {}
+    assert len(server.delivered) == 2
+    assert server.connections == 4
+    refusal = "reply 421" if mode == "421" else "drop_before"
+    connects = [what for stage, _, what in server.events if stage == "connect"]
+    assert connects == ["ok", refusal, refusal, "ok"]
+
+
+# -- the random plan ------------------------------------------------------------------------
+
+MIXED = [
+    Fault("mail", "reply", 451),
+    Fault("rcpt", "reply", 450),
+    Fault("rcpt", "reply", 550),
+    Fault("data", "reply", 452),
+]
+COMMANDS = [("connect", ()), ("mail", (SENDER,)), ("rcpt", ("a@example.com",)), ("data", ("a",))]
+
+
+def _decisions(seed: int) -> list[Fault | None]:
+    plan = FaultPlan(seed=seed, rate=0.4, faults=MIXED)
+    return [plan.decide(stage, addresses) for stage, addresses in COMMANDS * 25]
+
+
+def test_a_seed_fixes_the_decisions():
+    first = _decisions(7)
+    assert first == _decisions(7)
+    assert first != _decisions(8)
+    struck = [fault for fault in first if fault is not None]
+    assert 10 < len(struck) < 65  # about 0.4 of the 75 commands that have faults
+    assert {fault.stage for fault in struck} == {"mail", "rcpt", "data"}
+    assert all(fault is None for fault in first[::4])  # no connect faults in MIXED
+
+
+def _run(serve, seed: int) -> tuple[list, list]:
+    server = serve(FaultPlan(seed=seed, rate=0.4, faults=MIXED))
+    outcomes = []
+    for number in range(12):
+        try:
+            outcomes.append(send(server, f"r{number}@example.com"))
+        except aiosmtplib.SMTPException as error:
+            outcomes.append(type(error).__name__)
+    return outcomes, server.events
+
+
+def test_a_seeded_server_repeats_itself(serve):
+    first = _run(serve, 3)
+    assert first == _run(serve, 3)
+    assert first != _run(serve, 4)
+    assert "ok" in [what for _, _, what in first[1]]
+    assert any(what.startswith("reply") for _, _, what in first[1])
+
+
+def test_faults_can_be_flipped_at_runtime(serve):
+    plan = always(Fault("rcpt", "reply", 450))
+    server = serve(plan)
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+        send(server)
+    plan.rate = 0.0
+    assert send(server) == {}
+    plan.faults = [Fault("data", "reply", 554)]
+    plan.rate = 1.0
+    with pytest.raises(aiosmtplib.SMTPDataError):
+        send(server)
+    assert len(server.delivered) == 1
+
+
+# -- bookkeeping ----------------------------------------------------------------------------
+
+
+def test_counts_connections_and_records_deliveries(serve):
+    server = serve()
+    for _ in range(3):
+        send(server, "a@example.com", "b@example.com")
+    assert server.connections == 3  # Controller.start()'s own probe is not counted
+    assert server.count_by_recipient() == {"a@example.com": 3, "b@example.com": 3}
+    assert len({item.peer for item in server.delivered}) == 3
+    times = [item.time for item in server.delivered]
+    assert times == sorted(times)
+    assert server.events[:5] == [
+        ("connect", "", "ok"),
+        ("mail", SENDER, "ok"),
+        ("rcpt", "a@example.com", "ok"),
+        ("rcpt", "b@example.com", "ok"),
+        ("data", "a@example.com,b@example.com", "ok"),
+    ]
+
+
+def test_context_manager_and_validation():
+    with FaultServer() as server:
+        assert send(server) == {}
+    assert len(server.delivered) == 1
+    with pytest.raises(ValueError, match="4xx or 5xx"):
+        Fault("rcpt", "reply", 250)
+    with pytest.raises(ValueError, match="stage"):
+        Fault("helo", "reply", 550)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rate"):
+        FaultPlan(rate=1.5)
+    assert Fault("rcpt", "reply", 499).message == "4.0.0 Temporary failure"
