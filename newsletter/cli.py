@@ -28,6 +28,7 @@ from newsletter.articles import open_source
 from newsletter.compose import compose_message
 from newsletter.config import Settings, load_settings
 from newsletter.errors import InputError, NewsletterError
+from newsletter.logs import configure_logging
 from newsletter.models import DeliveryStatus, Recipient, SubscriberStatus
 from newsletter.pipeline import build_preview, prepare_edition, send_edition, send_test
 from newsletter.sender import SendSummary
@@ -64,6 +65,7 @@ DateOption = Annotated[
 def settings_of(ctx: typer.Context) -> Settings:
     if ctx.obj is None:
         ctx.obj = load_settings()
+        configure_logging(ctx.obj.log_level, ctx.obj.log_format)
     return ctx.obj
 
 
@@ -309,6 +311,9 @@ def send(
     """Send the day's edition to every active subscriber who has not had it yet.
 
     Running it again sends nothing twice; new subscribers get the same edition.
+    SIGTERM or Ctrl-C stops it cleanly (what was sent is recorded; the rest stays
+    queued). Exit code 0 when the send ran (failed recipients are listed), 1 on an
+    error that stopped it.
 
     Example: newsletter send --date 2026-11-25 --dry-run
     """
@@ -334,7 +339,16 @@ def send(
         raise typer.Exit(0 if result.outcome.value == "sent" else 1)
     summary = _send_with_progress(engine, settings, stored)
     _print_summary(summary)
-    raise typer.Exit(0 if summary.failed == 0 and summary.remaining == 0 else 1)
+    if summary.stopped:
+        console.print(
+            f"stopped by a signal: {summary.remaining} still queued; "
+            f"`newsletter send --date {day_date}` finishes the edition"
+        )
+    elif summary.remaining:
+        console.print(
+            f"{summary.remaining} deliveries are held by another sender or wait for a retry; "
+            f"`newsletter status --date {day_date}` shows them"
+        )
 
 
 def _dry_run(settings: Settings, engine, day_date: dt.date) -> None:  # noqa: ANN001
@@ -421,28 +435,69 @@ def _print_summary(summary: SendSummary) -> None:
 
 
 @app.command()
-def status(ctx: typer.Context, date: DateOption = None) -> None:
-    """Show the day's edition and its deliveries counted by status.
+def status(
+    ctx: typer.Context,
+    date: Annotated[
+        str | None, typer.Option("--date", "-d", help="YYYY-MM-DD; default: the recent editions.")
+    ] = None,
+) -> None:
+    """Show editions with their deliveries counted by status, and failed recipients.
 
     Example: newsletter status --date 2026-11-25
+    """
+    settings = settings_of(ctx)
+    engine = engine_of(settings)
+    if date is None:
+        _status_table(engine, [e for e, _ in edition_store.list_editions(engine, limit=10)])
+        return
+    day_date = parse_date(date, settings)
+    stored = edition_store.get_edition(engine, day_date)
+    if stored is None:
+        console.print(f"no edition for {day_date} yet")
+        return
+    console.print(f"edition {day_date}: {stored.status.value} — {stored.rendered.subject}")
+    _status_table(engine, [stored])
+    failed = delivery_store.failed_deliveries(engine, stored.id, limit=50)
+    if failed:
+        table = Table("failed recipient", "attempts", "last reply", "at (UTC)")
+        for item in failed:
+            table.add_row(
+                item.email, str(item.attempts), item.last_reply, f"{item.updated_at:%H:%M:%S}"
+            )
+        console.print(table)
+        console.print(f"`newsletter retry --date {day_date}` queues them again")
+
+
+def _status_table(engine, stored_editions) -> None:  # noqa: ANN001
+    if not stored_editions:
+        console.print("no editions yet")
+        return
+    table = Table("edition", "status", *(s.value for s in DeliveryStatus), "total")
+    for stored in stored_editions:
+        counts = delivery_store.count_by_status(engine, stored.id)
+        table.add_row(
+            stored.rendered.date.isoformat(),
+            stored.status.value,
+            *(str(counts[s]) for s in DeliveryStatus),
+            str(sum(counts.values())),
+        )
+    console.print(table)
+
+
+@app.command()
+def retry(ctx: typer.Context, date: DateOption = None) -> None:
+    """Queue the day's failed deliveries again (then `newsletter send` delivers them).
+
+    Example: newsletter retry --date 2026-11-25 && newsletter send --date 2026-11-25
     """
     settings = settings_of(ctx)
     day_date = parse_date(date, settings)
     engine = engine_of(settings)
     stored = edition_store.get_edition(engine, day_date)
     if stored is None:
-        console.print(f"no edition for {day_date} yet")
-        recent = edition_store.list_editions(engine, limit=5)
-        for edition, count in recent:
-            console.print(f"  {edition.rendered.date}: {edition.status.value}, {count} deliveries")
-        return
-    counts = delivery_store.count_by_status(engine, stored.id)
-    console.print(f"edition {day_date}: {stored.status.value} — {stored.rendered.subject}")
-    table = Table("status", "deliveries")
-    for key, value in counts.items():
-        table.add_row(key.value, str(value))
-    table.add_row("total", str(sum(counts.values())))
-    console.print(table)
+        raise InputError(f"no edition for {day_date}", where="--date", hint="check the date")
+    count = delivery_store.requeue_failed(engine, stored.id)
+    console.print(f"queued {count} failed deliveries of {day_date} again")
 
 
 @app.command()

@@ -7,7 +7,8 @@
     ├── RenderError            a template failed (names the template and line)
     ├── InputError             a user-supplied file or value is wrong (CSV row, address)
     ├── StoreError             the database cannot be opened or written
-    └── DeliveryError          the SMTP session as a whole failed (auth, refused, sender rejected)
+    ├── DeliveryError          the SMTP session as a whole failed (auth, refused, sender rejected)
+    └── LockedError            another process holds what this one needs (a second scheduler)
 
 Third-party exceptions are translated into these at the module that calls the
 library, so the CLI has exactly one thing to catch and print.
@@ -61,3 +62,7 @@ class StoreError(NewsletterError):
 
 class DeliveryError(NewsletterError):
     """The SMTP session as a whole failed; queued deliveries stay queued."""
+
+
+class LockedError(NewsletterError):
+    """Another process holds a lock this one needs (e.g. a second scheduler on one database)."""

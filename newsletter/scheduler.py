@@ -10,6 +10,7 @@ same idempotent send as `newsletter send`.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import signal
 import threading
@@ -20,14 +21,19 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from newsletter.config import Settings, load_settings
-from newsletter.errors import NewsletterError
+from newsletter.errors import LockedError, NewsletterError
+from newsletter.liveness import holder_id, is_dead
 from newsletter.pipeline import prepare_edition, send_edition
-from newsletter.store.engine import open_engine
+from newsletter.store.engine import open_engine, utcnow
+from newsletter.store.locks import acquire_lock, heartbeat_lock, release_lock
 
 JOB_ID = "daily-edition"
 log = logging.getLogger("newsletter.scheduler")
 
-_stop = threading.Event()  # set by SIGTERM/SIGINT; the running send checks it
+_stop = threading.Event()
+
+
+# set by SIGTERM/SIGINT; the running send checks it
 
 
 def daily_trigger(settings: Settings) -> CronTrigger:
@@ -105,23 +111,50 @@ def ensure_job(scheduler: BackgroundScheduler, settings: Settings) -> None:
     )
 
 
+LOCK_NAME = "scheduler"
+HEARTBEAT_SECONDS = 10.0
+STALE_AFTER = dt.timedelta(seconds=60)
+
+
 def run_scheduler(settings: Settings, *, on_event=None) -> None:  # noqa: ANN001
-    """Run until SIGTERM/SIGINT; a send in progress records what it sent, then stops."""
+    """Run until SIGTERM/SIGINT; a send in progress records what it sent, then stops.
+
+    Only one scheduler may run per database: a second one is refused with a
+    message naming the first, so a day's edition can never be started twice by
+    two schedulers (the send itself would not double anyway; this keeps the
+    logs and the job store sane).
+    """
     _stop.clear()
+    engine = open_engine(settings.database_url)
+    me = holder_id()
+    holder = acquire_lock(engine, LOCK_NAME, me, stale_after=STALE_AFTER, holder_is_dead=is_dead)
+    if holder is not None:
+        seen = (utcnow() - holder.heartbeat_at).total_seconds()
+        raise LockedError(
+            f"another scheduler is running on this database: {holder.holder}, "
+            f"since {holder.acquired_at:%Y-%m-%d %H:%M:%S} UTC, last seen {seen:.0f}s ago",
+            where=settings.database_url,
+            hint="stop it first (one scheduler per database); if it died, its lock is taken "
+            f"over {STALE_AFTER.seconds}s after its last heartbeat",
+        )
     scheduler = build_scheduler(settings)
     if on_event is not None:
         scheduler.add_listener(on_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
     scheduler.add_listener(_log_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
-    scheduler.start(paused=True)
-    ensure_job(scheduler, settings)
-    scheduler.resume()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: _stop.set())
     try:
-        while not _stop.wait(1.0):
-            pass
+        scheduler.start(paused=True)
+        ensure_job(scheduler, settings)
+        scheduler.resume()
+        while not _stop.wait(HEARTBEAT_SECONDS):
+            if not heartbeat_lock(engine, LOCK_NAME, me):
+                log.error("the scheduler lock was taken by another process; stopping")
+                _stop.set()
     finally:
-        scheduler.shutdown(wait=True)
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
+        release_lock(engine, LOCK_NAME, me)
 
 
 def next_run_time(settings: Settings):  # noqa: ANN201

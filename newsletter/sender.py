@@ -87,7 +87,12 @@ class RelayWatch:
         self.failures = 0
 
     def failed(self, reason: str) -> float:
-        """Note a failed connection; the seconds to wait, or DeliveryError past the window."""
+        """Note a failed connection; the seconds to wait, or DeliveryError past the window.
+
+        The wait grows with how long the relay has been down (half of it, between
+        RETRY_DELAY and a minute), not with how many connections failed, so many
+        workers hitting a dead relay don't push each other's waits up.
+        """
         now = time.monotonic()
         if self.down_since is None:
             self.down_since = now
@@ -101,7 +106,8 @@ class RelayWatch:
                 where=f"{self.settings.smtp_host}:{self.settings.smtp_port}",
                 hint="check the relay is up and NEWSLETTER_SMTP_HOST/PORT, then send again",
             )
-        return min(backoff(self.settings.retry_delay, self.failures), 60.0)
+        wait = min(max(self.settings.retry_delay, down_for / 2), 60.0)
+        return wait * random.uniform(0.5, 1.5)
 
     def ok(self) -> None:
         if self.down_since is not None:
@@ -200,10 +206,11 @@ class Sender:
         batch_size = max(10, self.settings.concurrency * 4)
         lease = dt.timedelta(seconds=self.settings.lease_seconds)
         while not self.stop.is_set():
-            claims = delivery_store.claim_batch(
+            claims, skipped = delivery_store.claim_batch(
                 self.engine, self.stored.id, claimer=self.claimer, size=batch_size, lease=lease
             )
-            if not claims:
+            self.summary.skipped += skipped
+            if not claims and not skipped:
                 if not await self._wait_for_more():
                     return
                 continue

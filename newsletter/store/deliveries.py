@@ -65,13 +65,13 @@ def queue_deliveries(engine: Engine, edition_id: int) -> int:
 
 def claim_batch(
     engine: Engine, edition_id: int, *, claimer: str, size: int, lease: dt.timedelta
-) -> list[Claim]:
+) -> tuple[list[Claim], int]:
     """Take up to `size` queued (or abandoned) rows for this process, atomically.
 
     One UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING: atomic on SQLite, and
     with SKIP LOCKED on PostgreSQL several senders never claim the same row.
     Rows whose subscriber is no longer active are marked skipped here, just
-    before their message would be built.
+    before their message would be built; their number is returned beside the claims.
     """
     now = utcnow()
     claimable = (
@@ -110,7 +110,7 @@ def claim_batch(
     with engine.begin() as conn:
         claimed = conn.execute(statement).all()
         if not claimed:
-            return []
+            return [], 0
         people = {
             row.id: row
             for row in conn.execute(
@@ -147,7 +147,7 @@ def claim_batch(
                     updated_at=now,
                 )
             )
-    return claims
+    return claims, len(gone)
 
 
 def subscriber_is_active(engine: Engine, subscriber_id: int) -> bool:
