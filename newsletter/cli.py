@@ -510,11 +510,14 @@ def run(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     engine_of(settings)
-    console.print(
-        f"scheduler started: daily at {settings.send_time} {settings.timezone}; "
-        "Ctrl-C or SIGTERM stops it"
-    )
-    run_scheduler(settings)
+
+    def started(next_run: dt.datetime) -> None:
+        console.print(
+            f"scheduler started: daily at {settings.send_time} {settings.timezone}, "
+            f"next run {next_run:%Y-%m-%d %H:%M %Z}; Ctrl-C or SIGTERM stops it"
+        )
+
+    run_scheduler(settings, on_started=started)
     console.print("scheduler stopped")
 
 

@@ -116,7 +116,7 @@ HEARTBEAT_SECONDS = 10.0
 STALE_AFTER = dt.timedelta(seconds=60)
 
 
-def run_scheduler(settings: Settings, *, on_event=None) -> None:  # noqa: ANN001
+def run_scheduler(settings: Settings, *, on_started=None, on_event=None) -> None:  # noqa: ANN001
     """Run until SIGTERM/SIGINT; a send in progress records what it sent, then stops.
 
     Only one scheduler may run per database: a second one is refused with a
@@ -125,6 +125,8 @@ def run_scheduler(settings: Settings, *, on_event=None) -> None:  # noqa: ANN001
     logs and the job store sane).
     """
     _stop.clear()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: _stop.set())
     engine = open_engine(settings.database_url)
     me = holder_id()
     holder = acquire_lock(engine, LOCK_NAME, me, stale_after=STALE_AFTER, holder_is_dead=is_dead)
@@ -141,12 +143,12 @@ def run_scheduler(settings: Settings, *, on_event=None) -> None:  # noqa: ANN001
     if on_event is not None:
         scheduler.add_listener(on_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
     scheduler.add_listener(_log_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: _stop.set())
     try:
         scheduler.start(paused=True)
         ensure_job(scheduler, settings)
         scheduler.resume()
+        if on_started is not None:
+            on_started(scheduler.get_job(JOB_ID).next_run_time)
         while not _stop.wait(HEARTBEAT_SECONDS):
             if not heartbeat_lock(engine, LOCK_NAME, me):
                 log.error("the scheduler lock was taken by another process; stopping")

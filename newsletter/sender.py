@@ -214,8 +214,8 @@ class Sender:
                 if not await self._wait_for_more():
                     return
                 continue
+            self.in_flight.update(claim.delivery_id for claim in claims)  # released if we stop
             for claim in claims:
-                self.in_flight.add(claim.delivery_id)
                 try:
                     data = compose_message(
                         self.stored.rendered,

@@ -1,0 +1,174 @@
+"""Operators' guarantees across process deaths, signals and concurrent schedulers.
+
+`newsletter send` and `newsletter run` run as real subprocesses against a real
+SMTP server in the test process and a SQLite file; they are killed with
+SIGKILL or stopped with SIGTERM at random points, and what the server
+received is compared with what the database says.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import time
+from collections import Counter
+
+import pytest
+from conftest import Cli
+
+DAY = "2026-11-25"
+CONCURRENCY = 4
+
+
+def write_list(path, n: int) -> list[str]:
+    emails = [f"reader{i:05d}@example.com" for i in range(n)]
+    path.write_text("email,name\n" + "".join(f"{e},Reader {i}\n" for i, e in enumerate(emails)))
+    return emails
+
+
+def delivery_counts(db_path) -> dict[str, int]:
+    with sqlite3.connect(db_path) as conn:
+        return dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status"))
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def crash_env(cli_env: Cli, tmp_path) -> Cli:
+    return Cli(
+        cli_env,
+        NEWSLETTER_CONCURRENCY=str(CONCURRENCY),
+        NEWSLETTER_RETRY_DELAY="0.05",
+        NEWSLETTER_LOG_LEVEL="warning",
+    )
+
+
+def test_sigkill_at_random_points_loses_nobody_and_doubles_at_most_the_in_flight(
+    crash_env, smtp_server, tmp_path
+):
+    emails = write_list(tmp_path / "list.csv", 3000)
+    crash_env.run("subscribers", "import", str(tmp_path / "list.csv"))
+    rng = random.Random(20261125)
+    kills = 0
+    for round_ in range(5):
+        before = len(smtp_server.received)
+        target = before + rng.randint(100, 450)
+        process = crash_env.start("send", "--date", DAY, log=tmp_path / f"kill{round_}.log")
+        progressed = wait_until(
+            lambda p=process, t=target: len(smtp_server.received) >= t or p.poll() is not None,
+            60,
+        )
+        assert progressed, "the send neither progressed nor ended"
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait(timeout=30)
+    assert kills >= 3, "the sends ended before they could be killed; the test proves little"
+
+    final = crash_env.run("send", "--date", DAY)
+    assert "failed 0" in final.stdout
+
+    counts = Counter(smtp_server.recipients())
+    missed = set(emails) - set(counts)
+    duplicates = sum(n - 1 for n in counts.values())
+    print(f"\n{kills} kills, {duplicates} duplicates (bound {kills * CONCURRENCY})")
+    assert not missed
+    assert duplicates <= kills * CONCURRENCY
+    db = tmp_path / "cli.db"
+    assert delivery_counts(db) == {"sent": 3000}
+
+
+def test_sigterm_stops_cleanly_records_everything_and_the_next_run_finishes(
+    crash_env, smtp_server, tmp_path
+):
+    emails = write_list(tmp_path / "list.csv", 1500)
+    crash_env.run("subscribers", "import", str(tmp_path / "list.csv"))
+    log = tmp_path / "term.log"
+    process = crash_env.start("send", "--date", DAY, log=log)
+    assert wait_until(lambda: len(smtp_server.received) >= 200, 60), log.read_text()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, log.read_text()
+    assert "stopped by a signal" in log.read_text()
+
+    received = len(smtp_server.received)
+    counts = delivery_counts(tmp_path / "cli.db")
+    assert counts.get("sent") == received  # everything handed over is recorded as sent
+    assert counts.get("sending", 0) == 0  # no claim left behind
+    assert received < 1500
+
+    crash_env.run("send", "--date", DAY)
+    assert Counter(smtp_server.recipients()) == Counter({email: 1 for email in emails})
+
+
+def test_a_second_scheduler_on_the_same_database_is_refused(crash_env, tmp_path):
+    log = tmp_path / "first.log"
+    first = crash_env.start("run", log=log)
+    try:
+        assert wait_until(lambda: "scheduler started" in log.read_text(), 30), log.read_text()
+        second = crash_env.run("run", check=False)
+        assert second.returncode == 1
+        assert "another scheduler is running on this database" in second.stderr
+        assert "stop it first" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    # Once the first is gone, a scheduler may start again.
+    log2 = tmp_path / "again.log"
+    again = crash_env.start("run", log=log2)
+    assert wait_until(lambda: "scheduler started" in log2.read_text(), 30), log2.read_text()
+    again.send_signal(signal.SIGTERM)
+    assert again.wait(timeout=30) == 0
+
+
+def test_a_killed_schedulers_lock_is_taken_over_at_once(crash_env, tmp_path):
+    log = tmp_path / "first.log"
+    first = crash_env.start("run", log=log)
+    assert wait_until(lambda: "scheduler started" in log.read_text(), 30)
+    first.kill()
+    first.wait(timeout=10)
+    log2 = tmp_path / "second.log"
+    second = crash_env.start("run", log=log2)
+    assert wait_until(lambda: "scheduler started" in log2.read_text(), 30), log2.read_text()
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=30) == 0
+
+
+def test_logs_are_one_structured_event_per_line(crash_env, smtp_server, tmp_path):
+    crash_env.run("subscribers", "add", "ann@example.com")
+    crash_env.run("subscribers", "add", "bob@example.com")
+    env = Cli(crash_env, NEWSLETTER_LOG_LEVEL="info", NEWSLETTER_LOG_FORMAT="json")
+    result = env.run("send", "--date", DAY)
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    deliveries = [e for e in events if e["event"] == "delivery"]
+    assert sorted(e["recipient"] for e in deliveries) == ["ann@example.com", "bob@example.com"]
+    for item in deliveries:
+        assert item["edition"] == DAY and item["status"] == "sent"
+        assert item["reply"].startswith("250")
+        assert item["level"] == "info" and "time" in item
+
+    text = Cli(crash_env, NEWSLETTER_LOG_LEVEL="info").run("send", "--date", DAY, "--to", "x@y.z")
+    assert "level=" not in text.stderr or "event=" in text.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:////proc/no/such/dir/newsletter.db", "cannot create the database directory"),
+        ("sqlite:///{tmp}", "cannot open the database"),
+        ("not a url", "not a database URL"),
+    ],
+)
+def test_a_bad_database_path_is_one_clear_line(crash_env, tmp_path, url, expected):
+    env = Cli(crash_env, NEWSLETTER_DATABASE_URL=url.format(tmp=tmp_path))
+    result = env.run("status", check=False)
+    assert result.returncode == 1
+    assert expected in result.stderr and "Traceback" not in result.stderr
