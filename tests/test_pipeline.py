@@ -293,3 +293,36 @@ def test_the_real_edition_scores_low_with_spamassassin(engine, settings, smtp_se
     score, hits = spam_score(smtp_server.received[0].data, tmp_path)
     print(f"SpamAssassin score {score}: {hits}")
     assert score < 1.0, hits  # 5.0 is spam; we stay far below
+
+
+def test_claims_of_a_sender_on_another_machine_are_taken_over_when_the_lease_expires(
+    engine, settings, smtp_server
+):
+    from sqlalchemy import update
+
+    from newsletter.store.schema import deliveries
+
+    add_people(engine)
+    prepared = prepare_edition(engine, settings, DAY)
+    delivery_store.queue_deliveries(engine, prepared.stored.id)
+    claims, _ = delivery_store.claim_batch(
+        engine,
+        prepared.stored.id,
+        claimer="elsewhere:4242:abcd",  # another host: we cannot tell whether it is alive
+        size=2,
+        lease=dt.timedelta(minutes=5),
+    )
+    held = {c.email for c in claims}
+    summary = asyncio.run(send_edition(engine, settings, prepared.stored))
+    assert summary.remaining == 2  # its lease still runs: not ours to send
+    assert held.isdisjoint(smtp_server.recipients())
+
+    with engine.begin() as conn:  # ... five minutes later
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.claimed_by == "elsewhere:4242:abcd")
+            .values(lease_until=dt.datetime(2000, 1, 1))
+        )
+    summary = asyncio.run(send_edition(engine, settings, prepared.stored))
+    assert summary.sent == 2 and summary.remaining == 0
+    assert sorted(smtp_server.recipients()) == sorted(e for e, _ in PEOPLE)
