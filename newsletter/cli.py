@@ -522,6 +522,38 @@ def run(ctx: typer.Context) -> None:
 
 
 @app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the web side: unsubscribe, sign-up, archive, and the editor at /editor.
+
+    Example: newsletter serve --port 8000   (then open http://127.0.0.1:8000/editor)
+    """
+    import uvicorn
+
+    from newsletter.web import create_app
+
+    settings = settings_of(ctx)
+    console.print(f"serving on http://{host}:{port} (editor: http://{host}:{port}/editor)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+@app.command("hash-password")
+def hash_password_command(
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Print a hash of an editor password for NEWSLETTER_EDITOR_PASSWORD.
+
+    Example: newsletter hash-password
+    """
+    from newsletter.web.security import hash_password
+
+    console.print(hash_password(password), highlight=False, soft_wrap=True)
+
+
+@app.command()
 def capture(
     port: Annotated[int, typer.Option(help="Port to listen on (127.0.0.1).")] = 8025,
     maildir: Annotated[Path, typer.Option(help="Maildir that keeps what arrives.")] = Path(

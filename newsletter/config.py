@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     base_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr = SecretStr("change-me-to-a-long-random-string")
     unsubscribe_mailto: str = ""  # default: unsubscribe@<domain of FROM_ADDRESS>
+    editor_password: SecretStr = SecretStr("")  # empty: the editor pages refuse every login
+    signup_expiry_hours: int = Field(48, ge=1)  # unconfirmed sign-ups are forgotten after this
 
     # When and how fast
     send_time: str = "07:00"

@@ -1,0 +1,45 @@
+"""The web side: one Starlette app over the same store the sender uses.
+
+    public.py    what subscribers reach from an email or a form: one-click
+                 unsubscribe (RFC 8058), double opt-in sign-up, the archive and
+                 its Atom feed; /healthz and /metrics for operators
+    editor.py    the editors' pages behind a login: dates, preview, test send,
+                 edition controls, subscribers
+    security.py  the editor login, the signed session cookie and CSRF tokens
+    pages.py     rendering the HTML pages (Jinja2, autoescaped) from templates/web/
+
+`create_app(settings)` wires them; `newsletter serve` runs it under uvicorn.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+
+from newsletter.config import Settings
+from newsletter.store.engine import open_engine
+from newsletter.tokens import Signer
+from newsletter.web import editor, public
+from newsletter.web.pages import Pages
+
+
+def create_app(settings: Settings) -> Starlette:
+    app = Starlette(
+        routes=[*public.ROUTES, *editor.ROUTES],
+        middleware=[
+            Middleware(
+                SessionMiddleware,
+                secret_key=settings.secret_key.get_secret_value(),
+                session_cookie="newsletter_session",
+                max_age=12 * 3600,
+                same_site="strict",
+                https_only=settings.base_url.startswith("https://"),
+            )
+        ],
+    )
+    app.state.settings = settings
+    app.state.engine = open_engine(settings.database_url)
+    app.state.signer = Signer(settings.secret_key.get_secret_value())
+    app.state.pages = Pages(settings)
+    return app

@@ -1,0 +1,3 @@
+"""Editor routes (see the package docstring)."""
+
+ROUTES: list = []

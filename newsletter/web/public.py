@@ -1,0 +1,3 @@
+"""Subscriber-facing routes (see the package docstring)."""
+
+ROUTES: list = []
