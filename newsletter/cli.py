@@ -338,6 +338,9 @@ def send(
         console.print(f"test send to {to}: {result.outcome.value} ({result.reply})")
         raise typer.Exit(0 if result.outcome.value == "sent" else 1)
     summary = _send_with_progress(engine, settings, stored)
+    if summary.held:
+        console.print(f"the edition of {day_date} is on hold (an editor skipped it): not sent")
+        return
     _print_summary(summary)
     if summary.stopped:
         console.print(

@@ -103,11 +103,15 @@ async def send_edition(
 
     Safe to run any number of times, and by several processes at once: rows
     already sent are never claimed again, and new subscribers are queued on
-    each run.
+    each run. An edition an editor put on hold is not sent (`summary.held`).
     """
     started = time.monotonic()
     stop = stop or asyncio.Event()
     summary = SendSummary()
+    current = edition_store.get_edition(engine, stored.rendered.date)
+    if current is not None and current.status == EditionStatus.HELD:
+        summary.held = True  # an editor chose to skip this day
+        return summary
     summary.queued_now = delivery_store.queue_deliveries(engine, stored.id)
     if stored.status == EditionStatus.BUILT:
         edition_store.set_edition_status(engine, stored.id, EditionStatus.SENDING)

@@ -55,6 +55,10 @@ def scheduled_send() -> str:
             raise NewsletterError(message, where=settings.articles_source)
         return message
     summary = asyncio.run(_send_until_stopped(engine, settings, prepared.stored))
+    if summary.held:
+        message = f"edition {date} is on hold: not sent"
+        log.warning(message)
+        return message
     message = (
         f"edition {date}: sent {summary.sent}, failed {summary.failed}, "
         f"skipped {summary.skipped}, still queued {summary.remaining} "

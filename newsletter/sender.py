@@ -65,6 +65,7 @@ class SendSummary:
     elapsed: float = 0.0
     remaining: int = 0  # rows still queued or claimed when the run ended
     stopped: bool = False  # ended early by a signal; the next run finishes the edition
+    held: bool = False  # an editor put the edition on hold: nothing was sent
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 

@@ -326,3 +326,13 @@ def test_claims_of_a_sender_on_another_machine_are_taken_over_when_the_lease_exp
     summary = asyncio.run(send_edition(engine, settings, prepared.stored))
     assert summary.sent == 2 and summary.remaining == 0
     assert sorted(smtp_server.recipients()) == sorted(e for e, _ in PEOPLE)
+
+
+def test_an_edition_on_hold_is_not_sent(engine, settings, smtp_server):
+    add_people(engine)
+    prepared = prepare_edition(engine, settings, DAY)
+    edition_store.set_edition_status(engine, prepared.stored.id, edition_store.EditionStatus.HELD)
+    summary = asyncio.run(send_edition(engine, settings, prepared.stored))
+    assert summary.held and summary.sent == 0
+    assert smtp_server.received == []
+    assert sum(delivery_store.count_by_status(engine, prepared.stored.id).values()) == 0
