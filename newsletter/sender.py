@@ -45,6 +45,7 @@ from newsletter.logs import event
 from newsletter.models import DeliveryStatus, Recipient
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import subscribers as subscriber_store
+from newsletter.store.deliveries import DeliveryRecord
 from newsletter.store.editions import StoredEdition
 from newsletter.store.engine import utcnow
 from newsletter.tokens import Signer
@@ -141,6 +142,46 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
+class GroupCommit:
+    """Write results in shared transactions without weakening the crash bound.
+
+    Every worker hands its result here and waits until it is committed before it
+    takes its next message. Results that arrive while a commit runs go into the
+    next one, so one commit serves all the connections that finished meanwhile,
+    and at any moment each connection has at most one message that the server
+    may have accepted but the database does not yet say is sent.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.pending: list[tuple[DeliveryRecord, asyncio.Future[None]]] = []
+        self.flushing: asyncio.Task[None] | None = None
+
+    async def write(self, record: DeliveryRecord) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((record, done))
+        if self.flushing is None or self.flushing.done():
+            self.flushing = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            try:
+                records = [record for record, _ in batch]
+                await asyncio.to_thread(delivery_store.record_outcomes, self.engine, records)
+            except BaseException as exc:  # the waiting workers see the error, nothing is lost
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+
 class Sender:
     def __init__(
         self,
@@ -163,6 +204,7 @@ class Sender:
         self.signer = Signer(settings.secret_key.get_secret_value())
         self.limiter = RateLimiter(settings.rate_limit)
         self.watch = RelayWatch(settings)
+        self.recorder = GroupCommit(engine)
         self.jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=settings.concurrency * 2)
         self.in_flight: set[int] = set()  # claimed by us, not yet recorded
         self.recorded = asyncio.Event()
@@ -229,7 +271,7 @@ class Sender:
                     )
                 except InputError as exc:  # this recipient's data cannot make a message
                     job = _Job(claim.delivery_id, claim.subscriber_id, claim.email, 0, None, b"")
-                    self._record(job, SendResult(Outcome.PERMANENT, f"not sent: {exc}"))
+                    await self._record(job, SendResult(Outcome.PERMANENT, f"not sent: {exc}"))
                     continue
                 job = _Job(
                     claim.delivery_id,
@@ -271,7 +313,7 @@ class Sender:
 
     async def _deliver(self, connection: SmtpConnection, job: _Job) -> None:
         if not delivery_store.subscriber_is_active(self.engine, job.subscriber_id):
-            self._skip(job)
+            await self._skip(job)
             return
         await self.limiter.acquire()
         while not self.stop.is_set():
@@ -287,20 +329,21 @@ class Sender:
                 self._fail_run(fatal)
                 return
             self.watch.ok()
-            self._record(job, result)
+            await self._record(job, result)
             return
 
     def _fail_run(self, error: DeliveryError) -> None:
         self.fatal = self.fatal or error
         self.stop.set()
 
-    def _skip(self, job: _Job) -> None:
-        delivery_store.record_outcome(
-            self.engine,
-            job.delivery_id,
-            DeliveryStatus.SKIPPED,
-            "subscriber no longer active",
-            attempted=False,
+    async def _skip(self, job: _Job) -> None:
+        await self.recorder.write(
+            DeliveryRecord(
+                job.delivery_id,
+                DeliveryStatus.SKIPPED,
+                "subscriber no longer active",
+                attempted=False,
+            )
         )
         self.in_flight.discard(job.delivery_id)
         self.summary.skipped += 1
@@ -308,7 +351,7 @@ class Sender:
         event(log, "delivery", edition=self.edition, recipient=job.email, status="skipped")
         self.on_result(DeliveryStatus.SKIPPED, job.email)
 
-    def _record(self, job: _Job, result: SendResult) -> None:
+    async def _record(self, job: _Job, result: SendResult) -> None:
         attempts = job.attempts + 1
         next_attempt_at = None
         if result.outcome == Outcome.SENT:
@@ -323,8 +366,8 @@ class Sender:
             status = DeliveryStatus.FAILED
             self.summary.failed += 1
             self.summary.failures.append((job.email, result.reply))
-        delivery_store.record_outcome(
-            self.engine, job.delivery_id, status, result.reply, next_attempt_at=next_attempt_at
+        await self.recorder.write(
+            DeliveryRecord(job.delivery_id, status, result.reply, next_attempt_at=next_attempt_at)
         )
         if result.hard_bounce:
             became_bounced = subscriber_store.record_hard_bounce(

@@ -14,10 +14,22 @@ crash to the messages that were in flight.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from newsletter.models import DeliveryStatus, SubscriberStatus
 from newsletter.store.engine import utcnow
@@ -254,6 +266,63 @@ def active_subscriber_ids(engine: Engine, subscriber_ids: Iterable[int]) -> set[
         return {row.id for row in rows}
 
 
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """One message's result, as the delivery row will hold it."""
+
+    delivery_id: int
+    status: DeliveryStatus
+    reply: str
+    attempted: bool = True  # False for a skip: no SMTP transaction took place
+    next_attempt_at: dt.datetime | None = None
+
+
+_RECORD = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        last_reply=bindparam("b_reply"),
+        claimed_by=None,
+        lease_until=None,
+        next_attempt_at=bindparam("b_next"),
+        updated_at=bindparam("b_now"),
+        attempts=deliveries.c.attempts + bindparam("b_inc"),
+        first_attempt_at=case(
+            (
+                bindparam("b_inc") == 1,
+                func.coalesce(deliveries.c.first_attempt_at, bindparam("b_now")),
+            ),
+            else_=deliveries.c.first_attempt_at,
+        ),
+    )
+)
+
+
+def record_outcomes(engine: Engine, outcomes: Sequence[DeliveryRecord]) -> None:
+    """Record results and commit: this is the durable 'sent'.
+
+    Many results in one transaction (the sender's group commit), so the cost of a
+    commit is shared by every connection that finished a message meanwhile.
+    """
+    if not outcomes:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "b_id": o.delivery_id,
+            "b_status": o.status.value,
+            "b_reply": o.reply[:1000],
+            "b_next": o.next_attempt_at,
+            "b_now": now,
+            "b_inc": 1 if o.attempted else 0,
+        }
+        for o in outcomes
+    ]
+    with engine.begin() as conn:
+        conn.execute(_RECORD, rows)
+
+
 def record_outcome(
     engine: Engine,
     delivery_id: int,
@@ -263,21 +332,9 @@ def record_outcome(
     attempted: bool = True,
     next_attempt_at: dt.datetime | None = None,
 ) -> None:
-    """Record one message's result and commit at once: this is the durable 'sent'."""
-    now = utcnow()
-    values: dict[str, object] = {
-        "status": status,
-        "last_reply": reply[:1000],
-        "claimed_by": None,
-        "lease_until": None,
-        "next_attempt_at": next_attempt_at,
-        "updated_at": now,
-    }
-    if attempted:
-        values["attempts"] = deliveries.c.attempts + 1
-        values["first_attempt_at"] = func.coalesce(deliveries.c.first_attempt_at, now)
-    with engine.begin() as conn:
-        conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+    """Record one message's result and commit at once."""
+    record = DeliveryRecord(delivery_id, status, reply, attempted, next_attempt_at)
+    record_outcomes(engine, [record])
 
 
 def release_claims(engine: Engine, delivery_ids: Iterable[int]) -> int:

@@ -1,0 +1,5 @@
+"""`python -m newsletter` is the `newsletter` command."""
+
+from newsletter.cli import main
+
+main()
