@@ -11,9 +11,9 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from newsletter.errors import StoreError
 from newsletter.store.schema import metadata
@@ -54,6 +54,7 @@ def open_engine(url: str, *, create: bool = True) -> Engine:
     if create:
         try:
             metadata.create_all(engine)
+            _add_missing_columns(engine)
         except OperationalError as exc:
             raise StoreError(
                 f"cannot open the database: {exc.orig}",
@@ -61,6 +62,31 @@ def open_engine(url: str, *, create: bool = True) -> Engine:
                 hint="check the path or server is reachable and writable",
             ) from None
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Additive migrations: add nullable columns the schema gained since the database was made.
+
+    `create_all` creates missing tables but never alters existing ones, so a
+    database from an earlier version would lack e.g. the sign-up consent
+    columns. Only nullable columns are added (no data to invent); anything
+    else needs a real migration. Two processes racing to add the same column
+    is harmless: the loser's error is ignored once the column is there.
+    """
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present or not column.nullable:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+            except DBAPIError:
+                present = {c["name"] for c in inspect(engine).get_columns(table.name)}
+                if column.name not in present:
+                    raise
 
 
 def _prepare_sqlite_path(path: Path) -> None:

@@ -68,3 +68,10 @@ def heartbeat_lock(engine: Engine, name: str, holder: str) -> bool:
 def release_lock(engine: Engine, name: str, holder: str) -> None:
     with engine.begin() as conn:
         conn.execute(delete(locks).where(locks.c.name == name, locks.c.holder == holder))
+
+
+def read_lock(engine: Engine, name: str) -> LockHolder | None:
+    """Who holds a lock and when they were last seen, for health checks; None when free."""
+    with engine.connect() as conn:
+        row = conn.execute(select(locks).where(locks.c.name == name)).first()
+    return LockHolder(row.holder, row.acquired_at, row.heartbeat_at) if row is not None else None

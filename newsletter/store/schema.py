@@ -38,6 +38,12 @@ subscribers = Table(
     Column("updated_at", DateTime(), nullable=False),
     Column("confirmed_at", DateTime()),
     Column("unsubscribed_at", DateTime()),
+    # Double opt-in (web sign-up): when the last confirmation email went out (at most one
+    # an hour), and the proof of consent recorded when the link's Confirm button was pressed.
+    Column("confirmation_sent_at", DateTime()),
+    Column("consent_at", DateTime()),
+    Column("consent_ip", String(64)),
+    Column("consent_user_agent", String(500)),
 )
 
 editions = Table(

@@ -1,3 +1,216 @@
-"""Subscriber-facing routes (see the package docstring)."""
+"""What subscribers reach from an email or a form: unsubscribe, sign-up and confirm pages.
 
-ROUTES: list = []
+Links from emails carry a signed token and act without a login, a cookie or a
+CSRF token: the signature is the proof. A GET never changes anything (mail
+scanners and link previews fetch every URL in a message); each page has one
+button that POSTs. RFC 8058 one-click is that same POST, sent by the mail
+provider with the body `List-Unsubscribe=One-Click`.
+
+The sign-up form is an ordinary form with a session CSRF token and a honeypot
+field; the rules of double opt-in live in `newsletter.signup`. The archive and
+the operators' endpoints are in `archive.py` and `ops.py`; `ROUTES` holds all.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from newsletter import signup
+from newsletter.errors import InputError
+from newsletter.logs import event
+from newsletter.subscribers import unsubscribe
+from newsletter.tokens import UNSUBSCRIBE_MAX_AGE, Purpose
+from newsletter.web import archive, ops
+from newsletter.web.security import check_csrf
+
+log = logging.getLogger("newsletter.web")
+
+HONEYPOT = "website"  # a field people never see; bots that fill every field fill it
+TOKEN_PAGE_HEADERS = {
+    "Cache-Control": "no-store",  # a page naming an address is nobody's cache's business
+    "Referrer-Policy": "no-referrer",  # never pass the token on to another site
+    "X-Robots-Tag": "noindex",
+}
+
+
+def mask_email(email: str) -> str:
+    """`a•••@example.com`: enough for its owner to recognise, not for a passer-by to read."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}•••@{domain}" if domain else "•••"
+
+
+def _with_headers(response: Response) -> Response:
+    response.headers.update(TOKEN_PAGE_HEADERS)
+    return response
+
+
+def _bad_link(request: Request, error: InputError, *, kind: str) -> Response:
+    """A refused token: 400 and a page saying what to do instead; nothing was changed."""
+    pages = request.app.state.pages
+    response = pages.render(
+        request, "bad_link.html", status_code=400, kind=kind, message=error.message, hint=error.hint
+    )
+    return _with_headers(response)
+
+
+async def _form(request: Request) -> FormData:
+    """The posted form, or an empty one when the body is not a form (a provider's odd POST)."""
+    try:
+        return await request.form()
+    except Exception:  # noqa: BLE001 (python-multipart raises several kinds on malformed bodies)
+        return FormData()
+
+
+# Unsubscribe
+
+
+def unsubscribe_help(request: Request) -> Response:
+    """Where the archive's neutral unsubscribe link leads: how to unsubscribe without a token."""
+    return request.app.state.pages.render(request, "unsubscribe_help.html")
+
+
+def unsubscribe_page(request: Request) -> Response:
+    """GET: show whose subscription this is and one button. Never unsubscribes."""
+    token = request.path_params["token"]
+    try:
+        email = request.app.state.signer.read(
+            Purpose.UNSUBSCRIBE, token, max_age=UNSUBSCRIBE_MAX_AGE
+        )
+    except InputError as exc:
+        return _bad_link(request, exc, kind="unsubscribe")
+    page = request.app.state.pages.render(
+        request, "unsubscribe.html", token=token, masked=mask_email(email), done=False
+    )
+    return _with_headers(page)
+
+
+async def unsubscribe_post(request: Request) -> Response:
+    """POST: unsubscribe at once (RFC 8058 one-click, or the page's button); always 200.
+
+    An address that is not on the list, or already left, gets the same answer
+    and nothing changes, so the endpoint never tells who is subscribed.
+    """
+    token = request.path_params["token"]
+    try:
+        email = request.app.state.signer.read(
+            Purpose.UNSUBSCRIBE, token, max_age=UNSUBSCRIBE_MAX_AGE
+        )
+    except InputError as exc:
+        return _bad_link(request, exc, kind="unsubscribe")
+    form = await _form(request)
+    via = "page" if form.get("from") == "page" else "one-click"
+    changed = await run_in_threadpool(unsubscribe, request.app.state.engine, email)
+    event(log, "unsubscribe", via=via, recipient=email, changed=changed)
+    page = request.app.state.pages.render(
+        request, "unsubscribe.html", token=token, masked=mask_email(email), done=True
+    )
+    return _with_headers(page)
+
+
+# Sign-up
+
+
+def subscribe_form(request: Request) -> Response:
+    return request.app.state.pages.render(
+        request, "subscribe.html", email="", given_name="", error=""
+    )
+
+
+async def subscribe(request: Request) -> Response:
+    """Sign-up, CSRF-checked. A bot (honeypot filled) gets the success page; nothing is stored."""
+    pages = request.app.state.pages
+    form = await _form(request)
+    email = str(form.get("email", "")).strip()[:320]
+    name = str(form.get("name", "")).strip()[:200]
+
+    def again(status: int, error: str) -> Response:
+        return pages.render(
+            request, "subscribe.html", status_code=status, email=email, given_name=name, error=error
+        )
+
+    if not await check_csrf(request):
+        return again(403, "This form had expired, so nothing was sent. Please subscribe again.")
+    if str(form.get(HONEYPOT, "")).strip():
+        event(log, "signup_refused", reason="honeypot", ip=_client_ip(request))
+        return pages.render(request, "check_inbox.html", email=email)
+    settings, engine, signer = (
+        request.app.state.settings,
+        request.app.state.engine,
+        request.app.state.signer,
+    )
+    try:
+        result = await signup.sign_up(engine, settings, signer, email, name)
+    except InputError as exc:
+        return again(400, exc.message)
+    if result.outcome is signup.SignupOutcome.FAILED:
+        return again(
+            503,
+            "We could not send the confirmation email just now: our mail server did not "
+            "accept it. Your sign-up is saved; please try again in a few minutes.",
+        )
+    return pages.render(request, "check_inbox.html", email=result.email)
+
+
+def confirm_page(request: Request) -> Response:
+    """GET of the emailed link: one Confirm button. Never confirms (scanners open links)."""
+    settings, signer = request.app.state.settings, request.app.state.signer
+    token = request.path_params["token"]
+    try:
+        email = signup.confirm_address(settings, signer, token)
+    except InputError as exc:
+        return _bad_link(request, exc, kind="confirm")
+    page = request.app.state.pages.render(
+        request, "confirm.html", token=token, masked=mask_email(email), done=False
+    )
+    return _with_headers(page)
+
+
+async def confirm_post(request: Request) -> Response:
+    """The Confirm button: active from now on, with consent (time, IP, user agent) recorded."""
+    settings, signer = request.app.state.settings, request.app.state.signer
+    token = request.path_params["token"]
+    try:
+        email = signup.confirm_address(settings, signer, token)
+    except InputError as exc:
+        return _bad_link(request, exc, kind="confirm")
+    outcome = await run_in_threadpool(
+        signup.confirm,
+        request.app.state.engine,
+        email,
+        ip=_client_ip(request),
+        user_agent=request.headers.get("user-agent", ""),
+    )
+    if outcome is signup.ConfirmOutcome.NOT_PENDING:
+        error = InputError(
+            "this sign-up is no longer waiting for confirmation (it expired, or you left since)",
+            hint="sign up again to get a new link",
+        )
+        return _bad_link(request, error, kind="confirm")
+    page = request.app.state.pages.render(
+        request, "confirm.html", token=token, masked=mask_email(email), done=True
+    )
+    return _with_headers(page)
+
+
+def _client_ip(request: Request) -> str:
+    """The peer's address (behind a proxy, run uvicorn with --proxy-headers to get the real one)."""
+    return request.client.host if request.client else ""
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/subscribe", subscribe_form, methods=["GET"]),
+    Route("/subscribe", subscribe, methods=["POST"]),
+    Route("/confirm/{token}", confirm_page, methods=["GET"]),
+    Route("/confirm/{token}", confirm_post, methods=["POST"]),
+    Route("/unsubscribe", unsubscribe_help, methods=["GET"]),
+    Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
+    Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
+    *archive.ROUTES,
+    *ops.ROUTES,
+]
