@@ -557,6 +557,39 @@ def hash_password_command(
 
 
 @app.command()
+def inbound(
+    ctx: typer.Context,
+    maildir: Annotated[
+        Path | None,
+        typer.Option(help="Process every new message in this Maildir; default: one from stdin."),
+    ] = None,
+) -> None:
+    """Process mail sent to the unsubscribe address (List-Unsubscribe's mailto: link).
+
+    Only messages carrying a valid signed token unsubscribe anyone. Handled
+    messages move from new/ to cur/. Exit code 1 if any message was not honoured.
+
+    Example: newsletter inbound --maildir /var/mail/unsubscribe
+    """
+    from newsletter.inbound import process_maildir, process_stream
+    from newsletter.tokens import Signer
+
+    settings = settings_of(ctx)
+    engine = engine_of(settings)
+    signer = Signer(settings.secret_key.get_secret_value())
+    if maildir is None:
+        results = [process_stream(engine, signer)]
+    else:
+        results = process_maildir(engine, signer, maildir)
+    for result in results:
+        mark = "" if result.honoured else "[yellow]not honoured:[/] "
+        console.print(f"{mark}{result.sender or '?'}: {result.status.value} {result.detail}")
+    console.print(f"{len(results)} messages, {sum(r.honoured for r in results)} honoured")
+    if not all(r.honoured for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
 def capture(
     port: Annotated[int, typer.Option(help="Port to listen on (127.0.0.1).")] = 8025,
     maildir: Annotated[Path, typer.Option(help="Maildir that keeps what arrives.")] = Path(

@@ -36,6 +36,17 @@ _stop = threading.Event()
 # set by SIGTERM/SIGINT; the running send checks it
 
 
+EXPIRY_JOB_ID = "expire-signups"
+
+
+def expire_signups() -> int:
+    """Hourly: forget sign-ups never confirmed within SIGNUP_EXPIRY_HOURS."""
+    from newsletter.signup import expire_pending, signup_expiry
+
+    settings = load_settings()
+    return expire_pending(open_engine(settings.database_url), signup_expiry(settings))
+
+
 def daily_trigger(settings: Settings) -> CronTrigger:
     hour, minute, second = settings.send_clock
     return CronTrigger(hour=hour, minute=minute, second=second, timezone=settings.zone)
@@ -115,6 +126,17 @@ def ensure_job(scheduler: BackgroundScheduler, settings: Settings) -> None:
     )
 
 
+def ensure_expiry_job(scheduler: BackgroundScheduler) -> None:
+    if scheduler.get_job(EXPIRY_JOB_ID) is None:
+        scheduler.add_job(
+            "newsletter.scheduler:expire_signups",
+            trigger="interval",
+            hours=1,
+            id=EXPIRY_JOB_ID,
+            name="expire unconfirmed sign-ups",
+        )
+
+
 LOCK_NAME = "scheduler"
 HEARTBEAT_SECONDS = 10.0
 STALE_AFTER = dt.timedelta(seconds=60)
@@ -150,6 +172,7 @@ def run_scheduler(settings: Settings, *, on_started=None, on_event=None) -> None
     try:
         scheduler.start(paused=True)
         ensure_job(scheduler, settings)
+        ensure_expiry_job(scheduler)
         scheduler.resume()
         if on_started is not None:
             on_started(scheduler.get_job(JOB_ID).next_run_time)

@@ -147,3 +147,27 @@ def test_env_example_documents_every_setting():
         assert key in text, f"{key} missing from .env.example"
         index = next(i for i, line in enumerate(lines) if line.startswith(key))
         assert lines[index - 1].startswith("#"), f"{key} has no comment above it"
+
+
+def test_inbound_unsubscribes_from_a_mailto_message_on_stdin(cli_env):
+    import subprocess
+
+    from newsletter.tokens import Purpose, Signer
+
+    newsletter(cli_env, "subscribers", "add", "ann@example.com")
+    token = Signer("cli-test-secret").sign(Purpose.UNSUBSCRIBE, "ann@example.com")
+    message = (
+        f"From: Ann <ann@example.com>\r\nTo: unsubscribe@daily.example.org\r\n"
+        f"Subject: unsubscribe {token}\r\n\r\nplease\r\n"
+    ).encode()
+    result = subprocess.run(
+        [*cli_env.command, "inbound"], input=message, env=dict(cli_env), capture_output=True
+    )
+    assert result.returncode == 0, result.stderr
+    listing = newsletter(cli_env, "subscribers", "list", "--status", "unsubscribed")
+    assert "ann@example.com" in listing.stdout
+    forged = message.replace(token.encode(), token[:-3].encode() + b"xyz")
+    result = subprocess.run(
+        [*cli_env.command, "inbound"], input=forged, env=dict(cli_env), capture_output=True
+    )
+    assert result.returncode == 1
