@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     smtp_password: SecretStr = SecretStr("")
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
     smtp_timeout: float = Field(30.0, gt=0)
+    smtp_pipelining: bool = True  # use ESMTP PIPELINING when the relay offers it
     smtp_ca_file: Path | None = None  # trust this CA (a private relay's); default: the system's
 
     # Who it is from and what it is called

@@ -23,6 +23,7 @@ import aiosmtplib
 
 from newsletter.config import Settings, SmtpSecurity
 from newsletter.errors import DeliveryError
+from newsletter.pipelining import ConnectionClosed, PipeliningProtocol, pipelined_transaction
 
 
 class Outcome(StrEnum):
@@ -102,6 +103,8 @@ class SmtpConnection:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.client: aiosmtplib.SMTP | None = None
+        self.pipe: PipeliningProtocol | None = None  # set when the relay offers PIPELINING
+        self.smtputf8 = False
         self.messages_sent = 0
 
     @property
@@ -170,14 +173,83 @@ class SmtpConnection:
         whole is refused. After any temporary failure the connection is closed, so
         the retry goes over a fresh one.
         """
-        if self.client is None or not self.client.is_connected:
-            self.client = await self._connect()
-        result = await self._transaction(sender, recipient, data)
+        if not self.connected:
+            await self._open()
+        if self.pipe is not None:
+            result = await self._pipelined(sender, recipient, data)
+        else:
+            result = await self._transaction(sender, recipient, data)
         if result.outcome == Outcome.TRANSIENT:
             await self.close()
         elif result.outcome == Outcome.SENT:
             self.messages_sent += 1
         return result
+
+    @property
+    def connected(self) -> bool:
+        if self.pipe is not None:
+            return self.pipe.closed is None and not self.pipe.transport.is_closing()
+        return self.client is not None and self.client.is_connected
+
+    async def _open(self) -> None:
+        """Open a session; with PIPELINING offered, take the transport over for the messages."""
+        await self.close()
+        client = await self._connect()
+        if client.last_ehlo_response is None:  # no TLS or login: aiosmtplib has not said EHLO
+            try:
+                await client.ehlo()
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                await _close(client)
+                raise RelayUnavailable(f"EHLO failed: {exc}") from None
+        transport = client.transport
+        if (
+            self.settings.smtp_pipelining
+            and client.supports_extension("pipelining")
+            and isinstance(transport, asyncio.Transport)
+        ):
+            self.pipe = PipeliningProtocol(transport)
+            self.smtputf8 = client.supports_extension("smtputf8")
+            transport.set_protocol(self.pipe)
+            self.client = None
+        else:
+            self.client = client
+
+    async def _pipelined(self, sender: str, recipient: str, data: bytes) -> SendResult:
+        assert self.pipe is not None
+        smtputf8 = not recipient.isascii()
+        if smtputf8 and not self.smtputf8:
+            return SendResult(Outcome.PERMANENT, "the relay does not accept non-ASCII addresses")
+        try:
+            mail, rcpt, start, final = await pipelined_transaction(
+                self.pipe,
+                sender,
+                recipient,
+                data,
+                timeout=self.settings.smtp_timeout,
+                smtputf8=smtputf8,
+            )
+        except TimeoutError:
+            return SendResult(Outcome.TRANSIENT, f"timed out after {self.settings.smtp_timeout}s")
+        except (ConnectionClosed, OSError) as exc:
+            return SendResult(Outcome.TRANSIENT, str(exc) or "connection lost")
+        if mail.code >= 400:
+            if classify_code(mail.code) == Outcome.PERMANENT:
+                raise DeliveryError(
+                    f"the relay refused our sender address {sender}: {mail}",
+                    where=self.where,
+                    hint="check NEWSLETTER_FROM_ADDRESS is allowed on this relay",
+                )
+            return SendResult(Outcome.TRANSIENT, str(mail))
+        if rcpt.code >= 400:
+            outcome = classify_code(rcpt.code)
+            return SendResult(outcome, str(rcpt), hard_bounce=outcome == Outcome.PERMANENT)
+        if final is None:
+            return SendResult(
+                classify_code(start.code) if start.code else Outcome.TRANSIENT, str(start)
+            )
+        outcome = classify_code(final.code) if final.code else Outcome.TRANSIENT
+        hard = outcome == Outcome.PERMANENT and final.code in HARD_BOUNCE_DATA_CODES
+        return SendResult(outcome, str(final), hard_bounce=hard)
 
     async def _transaction(self, sender: str, recipient: str, data: bytes) -> SendResult:
         assert self.client is not None
@@ -228,6 +300,15 @@ class SmtpConnection:
         client, self.client = self.client, None
         if client is not None:
             await _close(client, polite=True)
+        pipe, self.pipe = self.pipe, None
+        if pipe is not None:
+            if pipe.closed is None and not pipe.transport.is_closing():
+                try:
+                    await pipe.write(b"QUIT\r\n")
+                    await pipe.reply(timeout=2)
+                except (ConnectionClosed, OSError, TimeoutError):
+                    pass
+            pipe.transport.close()
 
 
 def reply_text(reply: str) -> str:

@@ -42,6 +42,13 @@ class RecordingHandler:
 
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    pipelining: bool = True  # most relays offer it; aiosmtpd reads pipelined commands fine
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001, ANN201, N802
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
         with self.lock:

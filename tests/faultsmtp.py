@@ -255,6 +255,13 @@ class _FaultHandler:
     def __init__(self, fault_server: FaultServer) -> None:
         self.fault_server = fault_server
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001, ANN201, N802
+        """aiosmtpd reads pipelined commands fine; advertise PIPELINING when asked to."""
+        session.host_name = hostname
+        if self.fault_server.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def _strike(self, server: SMTP, stage: Stage, addresses: Sequence[str]) -> str | None:
         """Apply the plan to this command and log one event: a reply to send, or None to go on."""
         recorder = self.fault_server
@@ -331,8 +338,10 @@ class FaultServer:
         *,
         hostname: str = "127.0.0.1",
         enable_SMTPUTF8: bool = True,  # noqa: N803 (aiosmtpd's spelling)
+        pipelining: bool = False,
     ) -> None:
         self.plan = plan if plan is not None else FaultPlan()
+        self.pipelining = pipelining
         self.host = hostname
         self.port = free_port(hostname)
         self.armed = False  # faults and counting start once start() has returned
