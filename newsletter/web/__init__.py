@@ -1,10 +1,11 @@
 """The web side: one Starlette app over the same store the sender uses.
 
     public.py    what subscribers reach from an email or a form: one-click
-                 unsubscribe (RFC 8058), double opt-in sign-up, the archive and
-                 its Atom feed; /healthz and /metrics for operators
-    editor.py    the editors' pages behind a login: dates, preview, test send,
-                 edition controls, subscribers
+                 unsubscribe (RFC 8058), double opt-in sign-up; it also mounts
+    archive.py   the archive of sent editions and its Atom feed, and
+    ops.py       /healthz and /metrics for operators
+    editor.py    the editors' pages behind a login (editor_*.py): dates, preview,
+                 test send, edition controls, subscribers
     security.py  the editor login, the signed session cookie and CSRF tokens
     pages.py     rendering the HTML pages (Jinja2, autoescaped) from templates/web/
 
@@ -12,6 +13,9 @@
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -24,9 +28,16 @@ from newsletter.web import editor, public
 from newsletter.web.pages import Pages
 
 
+@asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    await editor.stop_sends(app)  # a "send now" in progress records what went out, then stops
+
+
 def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[*public.ROUTES, *editor.ROUTES],
+        lifespan=_lifespan,
         middleware=[
             Middleware(
                 SessionMiddleware,

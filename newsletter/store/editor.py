@@ -1,0 +1,145 @@
+"""Queries only the editor's pages need: the dashboard's overview, status changes that
+must not race a send, an unsent edition's rebuild, and the test-send history.
+
+The status changes are compare-and-set (`UPDATE … WHERE status = expected`): the
+scheduler or `newsletter send` in another process may start sending an edition at
+any moment, and an editor's "hold" must then fail loudly instead of landing on an
+edition that is already going out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, func, select, update
+
+from newsletter.models import DeliveryStatus, RenderedEdition
+from newsletter.store.editions import EditionStatus
+from newsletter.store.schema import deliveries, editions, test_sends
+
+
+@dataclass(frozen=True)
+class EditionSummary:
+    """One stored edition without its HTML and text (the dashboard lists many)."""
+
+    id: int
+    date: dt.date
+    status: EditionStatus
+    subject: str
+    article_count: int
+    sent_at: dt.datetime | None
+    deliveries: dict[DeliveryStatus, int]
+
+
+def edition_summaries(engine: Engine, limit: int = 60) -> list[EditionSummary]:
+    """The newest stored editions with their delivery rows counted by status, in two queries."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                editions.c.id,
+                editions.c.date,
+                editions.c.status,
+                editions.c.subject,
+                editions.c.article_count,
+                editions.c.sent_at,
+            )
+            .order_by(editions.c.date.desc())
+            .limit(limit)
+        ).all()
+        counts: dict[int, dict[DeliveryStatus, int]] = {
+            row.id: dict.fromkeys(DeliveryStatus, 0) for row in rows
+        }
+        if rows:
+            grouped = conn.execute(
+                select(deliveries.c.edition_id, deliveries.c.status, func.count())
+                .where(deliveries.c.edition_id.in_(list(counts)))
+                .group_by(deliveries.c.edition_id, deliveries.c.status)
+            )
+            for edition_id, status, number in grouped:
+                counts[edition_id][DeliveryStatus(status)] = number
+    return [
+        EditionSummary(
+            id=row.id,
+            date=row.date,
+            status=EditionStatus(row.status),
+            subject=row.subject,
+            article_count=row.article_count,
+            sent_at=row.sent_at,
+            deliveries=counts[row.id],
+        )
+        for row in rows
+    ]
+
+
+def change_status(
+    engine: Engine, edition_id: int, *, expected: EditionStatus, new: EditionStatus
+) -> bool:
+    """Move an edition from `expected` to `new` only if it is still `expected`; True if moved.
+
+    Hold (built → held), un-hold (held → built) and "send now" (built → sending)
+    go through here, so two clicks, or a click and the scheduler, never both win.
+    """
+    statement = (
+        update(editions)
+        .where(editions.c.id == edition_id, editions.c.status == expected.value)
+        .values(status=new.value)
+    )
+    with engine.begin() as conn:
+        return (conn.execute(statement).rowcount or 0) > 0
+
+
+def replace_unsent_edition(
+    engine: Engine, edition_id: int, rendered: RenderedEdition, article_count: int
+) -> bool:
+    """An editor's rebuild: new content for an edition nobody has been sent; True if replaced.
+
+    Like `editions.replace_edition`, but a held edition may be rebuilt too (an
+    editor holds a bad day, fixes the articles, rebuilds and checks the preview
+    before releasing it, without a moment in which the scheduler could send it),
+    and the caller learns whether a send started first.
+    """
+    statement = (
+        update(editions)
+        .where(
+            editions.c.id == edition_id,
+            editions.c.status.in_([EditionStatus.BUILT.value, EditionStatus.HELD.value]),
+        )
+        .values(
+            subject=rendered.subject,
+            preheader=rendered.preheader,
+            html=rendered.html,
+            text=rendered.text,
+            slot_token=rendered.slot_token,
+            article_count=article_count,
+        )
+    )
+    with engine.begin() as conn:
+        return (conn.execute(statement).rowcount or 0) > 0
+
+
+@dataclass(frozen=True)
+class EditorTestSend:
+    """One test message sent from the editor or `send --to`, with the server's reply."""
+
+    email: str
+    status: str
+    reply: str
+    created_at: dt.datetime
+
+
+def recent_test_sends(engine: Engine, edition_id: int, limit: int = 10) -> list[EditorTestSend]:
+    """The latest test sends of an edition, newest first, so the editor sees what went where."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                test_sends.c.email,
+                test_sends.c.status,
+                test_sends.c.last_reply,
+                test_sends.c.created_at,
+            )
+            .where(test_sends.c.edition_id == edition_id)
+            .order_by(test_sends.c.id.desc())
+            .limit(limit)
+        )
+        return [EditorTestSend(*row) for row in rows]
