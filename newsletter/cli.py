@@ -379,7 +379,7 @@ def _rebuild(settings: Settings, engine, day_date: dt.date) -> None:  # noqa: AN
     stored = edition_store.get_edition(engine, day_date)
     if stored is None:
         return
-    if stored.status != edition_store.EditionStatus.BUILT:
+    if stored.status not in (edition_store.EditionStatus.BUILT, edition_store.EditionStatus.HELD):
         raise InputError(
             f"the edition of {day_date} is already {stored.status.value}; it cannot be rebuilt",
             where="--rebuild",

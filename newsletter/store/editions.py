@@ -67,21 +67,30 @@ def insert_edition(engine: Engine, rendered: RenderedEdition, article_count: int
     return stored
 
 
-def replace_edition(engine: Engine, edition_id: int, rendered: RenderedEdition, count: int) -> None:
-    """Re-render an edition that has not started sending (an editor's rebuild)."""
-    with engine.begin() as conn:
-        conn.execute(
-            update(editions)
-            .where(editions.c.id == edition_id, editions.c.status == EditionStatus.BUILT)
-            .values(
-                subject=rendered.subject,
-                preheader=rendered.preheader,
-                html=rendered.html,
-                text=rendered.text,
-                slot_token=rendered.slot_token,
-                article_count=count,
-            )
+def replace_edition(engine: Engine, edition_id: int, rendered: RenderedEdition, count: int) -> bool:
+    """An editor's rebuild: new content for an edition nobody has been sent; True if replaced.
+
+    A held edition may be rebuilt too (an editor holds a bad day, fixes the
+    articles, rebuilds and checks the preview before releasing it, with no moment
+    in which the scheduler could send it). False means a send started first.
+    """
+    statement = (
+        update(editions)
+        .where(
+            editions.c.id == edition_id,
+            editions.c.status.in_([EditionStatus.BUILT.value, EditionStatus.HELD.value]),
         )
+        .values(
+            subject=rendered.subject,
+            preheader=rendered.preheader,
+            html=rendered.html,
+            text=rendered.text,
+            slot_token=rendered.slot_token,
+            article_count=count,
+        )
+    )
+    with engine.begin() as conn:
+        return (conn.execute(statement).rowcount or 0) > 0
 
 
 def set_edition_status(engine: Engine, edition_id: int, status: EditionStatus) -> None:

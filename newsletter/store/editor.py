@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select, update
 
-from newsletter.models import DeliveryStatus, RenderedEdition
+from newsletter.models import DeliveryStatus
 from newsletter.store.editions import EditionStatus
 from newsletter.store.schema import deliveries, editions, test_sends
 
@@ -84,35 +84,6 @@ def change_status(
         update(editions)
         .where(editions.c.id == edition_id, editions.c.status == expected.value)
         .values(status=new.value)
-    )
-    with engine.begin() as conn:
-        return (conn.execute(statement).rowcount or 0) > 0
-
-
-def replace_unsent_edition(
-    engine: Engine, edition_id: int, rendered: RenderedEdition, article_count: int
-) -> bool:
-    """An editor's rebuild: new content for an edition nobody has been sent; True if replaced.
-
-    Like `editions.replace_edition`, but a held edition may be rebuilt too (an
-    editor holds a bad day, fixes the articles, rebuilds and checks the preview
-    before releasing it, without a moment in which the scheduler could send it),
-    and the caller learns whether a send started first.
-    """
-    statement = (
-        update(editions)
-        .where(
-            editions.c.id == edition_id,
-            editions.c.status.in_([EditionStatus.BUILT.value, EditionStatus.HELD.value]),
-        )
-        .values(
-            subject=rendered.subject,
-            preheader=rendered.preheader,
-            html=rendered.html,
-            text=rendered.text,
-            slot_token=rendered.slot_token,
-            article_count=article_count,
-        )
     )
     with engine.begin() as conn:
         return (conn.execute(statement).rowcount or 0) > 0

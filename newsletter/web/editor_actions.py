@@ -149,7 +149,7 @@ async def build(request: Request) -> Response:
             raise Refused(f"not rebuilt, the stored edition is kept: {exc}") from None
         if fresh is None:
             raise Refused("not rebuilt: the source has no articles for this date any more")
-        if not editor_store.replace_unsent_edition(
+        if not edition_store.replace_edition(
             state.engine, stored.id, fresh.rendered, fresh.article_count
         ):
             raise Refused(f"not rebuilt: {_STARTED}")
