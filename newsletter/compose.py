@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 
 from newsletter.config import Settings
-from newsletter.message import build_message
+from newsletter.message import assemble_message
 from newsletter.models import Recipient, RenderedEdition
-from newsletter.personalize import Slots, personalize
+from newsletter.personalize import Slots, personalize_encoded
 from newsletter.tokens import Signer, unsubscribe_links
 
 
@@ -37,13 +37,13 @@ def compose_message(
         unsubscribe_url=https_url,
         view_online_url=view_online_url(settings, rendered.date),
     )
-    html, text = personalize(rendered, slots)
-    return build_message(
+    html_qp, text_qp = personalize_encoded(rendered, slots)
+    return assemble_message(
         settings=settings,
         recipient=recipient,
         subject=rendered.subject,
-        html=html,
-        text=text,
+        html_qp=html_qp,
+        text_qp=text_qp,
         unsubscribe_url=https_url,
         unsubscribe_mailto=mailto_url,
         message_id=message_id,

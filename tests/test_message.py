@@ -779,3 +779,38 @@ def test_property_display_names_round_trip(name: str) -> None:
             assert str(make_header(decode_header(phrase))) == cleaned
             if not re.search(r"\?=\s+=\?", phrase):
                 assert msg[field].addresses[0].display_name == cleaned
+
+
+# Pre-encoded pieces (the send's fast path)
+
+_piece = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r"), max_size=300
+)
+
+
+@given(
+    literals=st.lists(_piece, min_size=1, max_size=6),
+    values=st.lists(_piece, min_size=0, max_size=5),
+)
+def test_filled_pieces_decode_to_exactly_the_whole_text(literals, values):
+    import quopri
+
+    from newsletter.message import _quoted_printable, fill_encoded
+
+    slots = [f"slot{i}" for i in range(len(literals) - 1)]
+    parts = []
+    for i, literal in enumerate(literals):
+        parts.append(literal)
+        if i < len(slots):
+            parts.append(slots[i])
+    given_values = {slot: (values[i] if i < len(values) else "") for i, slot in enumerate(slots)}
+    whole = "".join(given_values.get(p, p) if i % 2 else p for i, p in enumerate(parts))
+
+    encoded = fill_encoded(tuple(parts), given_values)
+
+    assert quopri.decodestring(encoded) == quopri.decodestring(_quoted_printable(whole))
+    assert quopri.decodestring(encoded).replace(b"\r\n", b"\n") == whole.encode("utf-8")
+    for line in encoded.split(b"\r\n"):
+        assert len(line) <= 76
+        assert not line.startswith((b".", b"From "))
+    assert b"\n" not in encoded.replace(b"\r\n", b"")
