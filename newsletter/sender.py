@@ -205,6 +205,7 @@ class Sender:
         self.limiter = RateLimiter(settings.rate_limit)
         self.watch = RelayWatch(settings)
         self.recorder = GroupCommit(engine)
+        self.is_active = delivery_store.ActiveCheck(engine)
         self.jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=settings.concurrency * 2)
         self.in_flight: set[int] = set()  # claimed by us, not yet recorded
         self.recorded = asyncio.Event()
@@ -221,6 +222,7 @@ class Sender:
             for _ in workers:
                 await self.jobs.put(None)
             await asyncio.gather(*workers, return_exceptions=True)
+            self.is_active.close()
             released = delivery_store.release_claims(self.engine, self.in_flight)
             if released:
                 event(log, "released", edition=self.edition, count=released)
@@ -312,7 +314,7 @@ class Sender:
             await connection.close()
 
     async def _deliver(self, connection: SmtpConnection, job: _Job) -> None:
-        if not delivery_store.subscriber_is_active(self.engine, job.subscriber_id):
+        if not self.is_active(job.subscriber_id):
             await self._skip(job)
             return
         await self.limiter.acquire()

@@ -101,7 +101,7 @@ def test_a_timeout_is_retried_on_a_fresh_connection(engine, fast):
 def test_a_lost_reply_after_data_can_only_double_that_message(engine, fast, pipelining):
     emails = people(30)
     add(engine, emails)
-    plan = FaultPlan(seed=4, rate=0.15, faults=[Fault("data", "drop_after")])
+    plan = FaultPlan(seed=4, rate=0.3, faults=[Fault("data", "drop_after")])
     with FaultServer(plan, pipelining=pipelining) as server:
         # A generous timeout: on a loaded machine a timed-out 250 is a lost reply too.
         _, summary = run_send(engine, against(fast, server, smtp_timeout=10.0))
