@@ -12,6 +12,7 @@ import logging
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from email import message_from_bytes, policy
@@ -307,6 +308,17 @@ def send(
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Re-render a stored edition that has not gone out.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Sender processes claiming batches from the same database (each with "
+            "CONCURRENCY connections).",
+        ),
+    ] = 1,
+    worker: Annotated[bool, typer.Option("--worker", hidden=True)] = False,
 ) -> None:
     """Send the day's edition to every active subscriber who has not had it yet.
 
@@ -337,7 +349,11 @@ def send(
         result = asyncio.run(send_test(engine, settings, stored, to))
         console.print(f"test send to {to}: {result.outcome.value} ({result.reply})")
         raise typer.Exit(0 if result.outcome.value == "sent" else 1)
-    summary = _send_with_progress(engine, settings, stored)
+    if worker:  # one of `--workers N`: the parent shows progress and the summary
+        asyncio.run(_send_quietly(engine, settings, stored))
+        return
+    helpers = _start_workers(day_date, workers - 1)
+    summary = _send_with_progress(engine, settings, stored, helpers=helpers)
     if summary.held:
         console.print(f"the edition of {day_date} is on hold (an editor skipped it): not sent")
         return
@@ -390,7 +406,31 @@ def _rebuild(settings: Settings, engine, day_date: dt.date) -> None:  # noqa: AN
         edition_store.replace_edition(engine, stored.id, built.rendered, built.article_count)
 
 
-def _send_with_progress(engine, settings: Settings, stored) -> SendSummary:  # noqa: ANN001
+def _start_workers(day_date: dt.date, count: int) -> list[subprocess.Popen]:
+    """`--workers N`: N-1 more sender processes on the same edition (this one is the Nth)."""
+    command = [sys.executable, "-m", "newsletter", "send", "--date", day_date.isoformat()]
+    return [
+        subprocess.Popen([*command, "--worker"], stdout=subprocess.DEVNULL) for _ in range(count)
+    ]
+
+
+async def _send_quietly(engine, settings: Settings, stored) -> SendSummary:  # noqa: ANN001
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return await send_edition(engine, settings, stored, stop=stop)
+
+
+def _finished(counts: dict[DeliveryStatus, int]) -> int:
+    return sum(
+        counts[s] for s in (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
+    )
+
+
+def _send_with_progress(engine, settings: Settings, stored, helpers=()) -> SendSummary:  # noqa: ANN001
+    """This process's send with a progress bar; with helper processes, the bar and the
+    summary count what all of them did (read from the database)."""
     counts = delivery_store.count_by_status(engine, stored.id)
     active = subscriber_store.count_by_status(engine).get(SubscriberStatus.ACTIVE, 0)
     done = sum(
@@ -408,23 +448,66 @@ def _send_with_progress(engine, settings: Settings, stored) -> SendSummary:  # n
     )
     started = time.monotonic()
 
+    before = delivery_store.count_by_status(engine, stored.id)
+
+    def stop_all(stop: asyncio.Event) -> None:
+        stop.set()
+        for helper in helpers:
+            helper.send_signal(signal.SIGTERM)
+
+    async def watch_database(task) -> None:  # noqa: ANN001
+        while True:
+            await asyncio.sleep(0.5)
+            done_now = (
+                _finished(
+                    await asyncio.to_thread(delivery_store.count_by_status, engine, stored.id)
+                )
+                - done
+            )
+            elapsed = max(time.monotonic() - started, 1e-6)
+            progress.update(task, completed=done_now, rate=f"{done_now / elapsed:.0f} msg/s")
+
     async def run() -> SendSummary:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, stop_all, stop)
         task = progress.add_task("send", total=total or None, rate="")
 
         def on_result(status: DeliveryStatus, email: str) -> None:
-            if status in (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED):
+            if not helpers and status in (
+                DeliveryStatus.SENT,
+                DeliveryStatus.FAILED,
+                DeliveryStatus.SKIPPED,
+            ):
                 elapsed = max(time.monotonic() - started, 1e-6)
                 done_now = progress.tasks[0].completed + 1
                 progress.update(task, advance=1, rate=f"{done_now / elapsed:.0f} msg/s")
 
-        with progress:
-            return await send_edition(engine, settings, stored, on_result=on_result, stop=stop)
+        watcher = asyncio.create_task(watch_database(task)) if helpers else None
+        try:
+            with progress:
+                summary = await send_edition(
+                    engine, settings, stored, on_result=on_result, stop=stop
+                )
+                for helper in helpers:
+                    await asyncio.to_thread(helper.wait)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        return summary
 
-    return asyncio.run(run())
+    summary = asyncio.run(run())
+    if helpers:  # what every process did, from the record
+        after = delivery_store.count_by_status(engine, stored.id)
+        summary.sent = after[DeliveryStatus.SENT] - before[DeliveryStatus.SENT]
+        summary.failed = after[DeliveryStatus.FAILED] - before[DeliveryStatus.FAILED]
+        summary.skipped = after[DeliveryStatus.SKIPPED] - before[DeliveryStatus.SKIPPED]
+        summary.remaining = after[DeliveryStatus.QUEUED] + after[DeliveryStatus.SENDING]
+        summary.elapsed = time.monotonic() - started
+        if any(helper.returncode for helper in helpers):
+            err.print("[red]a worker process failed; see its error above[/]")
+    return summary
 
 
 def _print_summary(summary: SendSummary) -> None:

@@ -172,3 +172,15 @@ def test_a_bad_database_path_is_one_clear_line(crash_env, tmp_path, url, expecte
     result = env.run("status", check=False)
     assert result.returncode == 1
     assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_several_worker_processes_send_each_message_once(crash_env, smtp_server, tmp_path):
+    emails = write_list(tmp_path / "list.csv", 900)
+    crash_env.run("subscribers", "import", str(tmp_path / "list.csv"))
+    result = crash_env.run("send", "--date", DAY, "--workers", "3")
+    assert "sent 900, skipped 0, failed 0" in result.stdout
+    counts = Counter(smtp_server.recipients())
+    assert counts == Counter({email: 1 for email in emails})
+    assert delivery_counts(tmp_path / "cli.db") == {"sent": 900}
+    # more than one process really sent: each process holds its own connections
+    assert len({item.peer for item in smtp_server.received}) > CONCURRENCY
