@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import (
     Engine,
-    and_,
     bindparam,
     case,
     exists,
@@ -86,41 +85,43 @@ def claim_batch(
     before their message would be built; their number is returned beside the claims.
     """
     now = utcnow()
-    claimable = (
-        select(deliveries.c.id)
-        .where(
-            deliveries.c.edition_id == edition_id,
-            or_(
-                deliveries.c.status == DeliveryStatus.QUEUED,
-                and_(
-                    deliveries.c.status == DeliveryStatus.SENDING,
-                    deliveries.c.lease_until < now,
-                ),
-            ),
-            or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
-        )
-        .order_by(deliveries.c.id)
-        .limit(size)
-        .with_for_update(skip_locked=True)
+    # Two seeks on the (edition_id, status, id) index rather than one OR: with an
+    # OR, the planner walks every row already sent, and a claim near the end of a
+    # 300,000-row edition costs as much as the whole send so far.
+    queued = select(deliveries.c.id).where(
+        deliveries.c.edition_id == edition_id,
+        deliveries.c.status == DeliveryStatus.QUEUED,
+        or_(deliveries.c.next_attempt_at.is_(None), deliveries.c.next_attempt_at <= now),
     )
-    statement = (
-        update(deliveries)
-        .where(deliveries.c.id.in_(claimable.scalar_subquery()))
-        .values(
-            status=DeliveryStatus.SENDING,
-            claimed_by=claimer,
-            lease_until=now + lease,
-            updated_at=now,
-        )
-        .returning(
-            deliveries.c.id,
-            deliveries.c.subscriber_id,
-            deliveries.c.attempts,
-            deliveries.c.first_attempt_at,
-        )
+    abandoned = select(deliveries.c.id).where(
+        deliveries.c.edition_id == edition_id,
+        deliveries.c.status == DeliveryStatus.SENDING,
+        deliveries.c.lease_until < now,
     )
+
+    def take(candidates, limit: int):  # noqa: ANN001, ANN202
+        chosen = candidates.order_by(deliveries.c.id).limit(limit).with_for_update(skip_locked=True)
+        return (
+            update(deliveries)
+            .where(deliveries.c.id.in_(chosen.scalar_subquery()))
+            .values(
+                status=DeliveryStatus.SENDING,
+                claimed_by=claimer,
+                lease_until=now + lease,
+                updated_at=now,
+            )
+            .returning(
+                deliveries.c.id,
+                deliveries.c.subscriber_id,
+                deliveries.c.attempts,
+                deliveries.c.first_attempt_at,
+            )
+        )
+
     with engine.begin() as conn:
-        claimed = conn.execute(statement).all()
+        claimed = conn.execute(take(queued, size)).all()
+        if len(claimed) < size:
+            claimed += conn.execute(take(abandoned, size - len(claimed))).all()
         if not claimed:
             return [], 0
         people = {

@@ -78,7 +78,7 @@ deliveries = Table(
     Column("first_attempt_at", DateTime()),
     Column("updated_at", DateTime(), nullable=False),
     UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
-    Index("ix_deliveries_edition_status", "edition_id", "status"),
+    Index("ix_deliveries_claim", "edition_id", "status", "id"),  # claims and counts
 )
 
 test_sends = Table(
