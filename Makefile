@@ -27,6 +27,14 @@ test: $(STAMP) system-deps
 	$(BIN)/ruff check newsletter tests
 	$(BIN)/pytest -q
 
+# The benchmark (see BENCHMARKS.md): about 10 minutes; bench-quick proves it works in < 1.
+.PHONY: bench bench-quick
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench.run $(ARGS)
+
+bench-quick: $(STAMP) system-deps
+	$(BIN)/python -m bench.run --quick $(ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check newsletter tests
 	$(BIN)/ruff format --check newsletter tests
