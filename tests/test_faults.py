@@ -308,3 +308,25 @@ MESSAGE = (
     b"From: <news@daily.example.org>\r\nTo: <r@example.com>\r\nSubject: hi\r\n\r\n"
     b"first line\r\n.dot-line\r\n"
 )
+
+
+def test_status_shows_failed_recipients_and_retry_queues_them_again(cli_env, tmp_path):
+    from conftest import Cli
+
+    plan = FaultPlan(per_address={"gone@example.com": Fault("rcpt", "reply", 550)})
+    with FaultServer(plan) as server:
+        env = Cli(cli_env, NEWSLETTER_SMTP_PORT=str(server.port))
+        env.run("subscribers", "add", "gone@example.com")
+        env.run("subscribers", "add", "here@example.com")
+        env.run("send", "--date", "2026-11-25")
+        status = env.run("status", "--date", "2026-11-25")
+        assert "gone@example.com" in status.stdout and "550" in status.stdout
+        assert "newsletter retry --date 2026-11-25" in status.stdout
+
+        plan.per_address = {}  # the relay takes the address now
+        retry = env.run("retry", "--date", "2026-11-25")
+        assert "queued 1 failed deliveries" in retry.stdout
+        again = env.run("send", "--date", "2026-11-25")
+        assert "sent 1," in again.stdout
+        counts = server.count_by_recipient()
+    assert counts == Counter({"here@example.com": 1, "gone@example.com": 1})

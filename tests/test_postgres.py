@@ -75,3 +75,23 @@ def test_independent_senders_started_together_never_double(
         assert process.wait(timeout=120) == 0
     received = Counter(r for r in smtp_server.recipients() if r != "editor@example.org")
     assert received == Counter({email: 1 for email in emails})
+
+
+def test_senders_queueing_the_same_edition_at_once_do_not_collide(settings, pg_url):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from newsletter.store import deliveries as delivery_store
+
+    engine = open_engine(pg_url)
+    for i in range(300):
+        subscriber_ops.add_subscriber(engine, f"r{i}@example.com")
+    pg = settings.model_copy(update={"database_url": pg_url})
+    stored = prepare_edition(engine, pg, dt.date(2026, 11, 25)).stored
+
+    def queue(_: int) -> int:
+        return delivery_store.queue_deliveries(engine, stored.id)
+
+    with ThreadPoolExecutor(6) as pool:
+        added = list(pool.map(queue, range(6)))
+    assert sum(added) == 300  # each row once, whoever inserted it; nobody failed
+    assert delivery_store.count_by_status(engine, stored.id)[DeliveryStatus.QUEUED] == 300

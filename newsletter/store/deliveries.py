@@ -29,6 +29,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from newsletter.models import DeliveryStatus, SubscriberStatus
 from newsletter.store.engine import utcnow
@@ -47,11 +49,24 @@ class Claim:
     first_attempt_at: dt.datetime | None
 
 
+_QUEUED_COLUMNS = [
+    "edition_id",
+    "subscriber_id",
+    "email",
+    "status",
+    "attempts",
+    "last_reply",
+    "updated_at",
+]
+
+
 def queue_deliveries(engine: Engine, edition_id: int) -> int:
     """Add a queued row for every active subscriber who has none yet for this edition.
 
     Safe to run again: existing rows (sent or not) are left alone, so a rerun
-    sends nothing twice while a late subscriber still gets the edition.
+    sends nothing twice while a late subscriber still gets the edition. Safe to
+    run by several senders at once too: the NOT EXISTS cannot see another
+    sender's uncommitted rows, so ON CONFLICT DO NOTHING settles the race.
     """
     now = utcnow()
     already = exists().where(
@@ -66,9 +81,21 @@ def queue_deliveries(engine: Engine, edition_id: int) -> int:
         literal(""),
         literal(now),
     ).where(subscribers.c.status == SubscriberStatus.ACTIVE, ~already)
-    statement = insert(deliveries).from_select(
-        ["edition_id", "subscriber_id", "email", "status", "attempts", "last_reply", "updated_at"],
-        source,
+    if engine.dialect.name == "postgresql":
+        # psycopg reports no rowcount for this statement: count what it returns, in SQL
+        statement = (
+            postgresql_insert(deliveries)
+            .from_select(_QUEUED_COLUMNS, source)
+            .on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])
+            .returning(deliveries.c.id)
+            .cte("queued")
+        )
+        with engine.begin() as conn:
+            return conn.execute(select(func.count()).select_from(statement)).scalar() or 0
+    statement = (
+        sqlite_insert(deliveries)
+        .from_select(_QUEUED_COLUMNS, source)
+        .on_conflict_do_nothing(index_elements=["edition_id", "subscriber_id"])
     )
     with engine.begin() as conn:
         return conn.execute(statement).rowcount or 0
