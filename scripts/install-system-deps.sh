@@ -3,6 +3,8 @@
 #   spamassassin  scores our messages with its local rules
 #   postfix       for smtp-sink/smtp-source (load tests, benchmark); never started
 #   chromium      headless browser for the pages people use
+#   postgresql-15 server binaries for the multi-worker tests (a throwaway cluster
+#                 per test session; the packaged service is never started)
 # Idempotent; needs root (or sudo). Without them the tests that need them skip
 # and say why.
 set -euo pipefail
@@ -11,6 +13,7 @@ need=()
 command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
 [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then
