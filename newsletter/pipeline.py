@@ -108,13 +108,15 @@ async def send_edition(
     started = time.monotonic()
     stop = stop or asyncio.Event()
     summary = SendSummary()
+    # built → sending only if still built: an editor's hold at the same moment wins
+    edition_store.change_edition_status(
+        engine, stored.id, expected=EditionStatus.BUILT, new=EditionStatus.SENDING
+    )
     current = edition_store.get_edition(engine, stored.rendered.date)
     if current is not None and current.status == EditionStatus.HELD:
         summary.held = True  # an editor chose to skip this day
         return summary
     summary.queued_now = delivery_store.queue_deliveries(engine, stored.id)
-    if stored.status == EditionStatus.BUILT:
-        edition_store.set_edition_status(engine, stored.id, EditionStatus.SENDING)
     await Sender(engine, settings, stored, summary, on_result=on_result, stop=stop).run()
     summary.stopped = stop.is_set()
     counts = delivery_store.count_by_status(engine, stored.id)

@@ -102,6 +102,24 @@ def set_edition_status(engine: Engine, edition_id: int, status: EditionStatus) -
         conn.execute(update(editions).where(editions.c.id == edition_id).values(**values))
 
 
+def change_edition_status(
+    engine: Engine, edition_id: int, *, expected: EditionStatus, new: EditionStatus
+) -> bool:
+    """Move an edition from `expected` to `new` only if it is still `expected`; True if moved.
+
+    Hold (built → held), un-hold (held → built) and the start of a send
+    (built → sending) go through here, so two clicks, or an editor's hold and
+    the scheduler's send, never both win.
+    """
+    statement = (
+        update(editions)
+        .where(editions.c.id == edition_id, editions.c.status == expected.value)
+        .values(status=new.value)
+    )
+    with engine.begin() as conn:
+        return (conn.execute(statement).rowcount or 0) > 0
+
+
 def list_editions(engine: Engine, limit: int = 30) -> list[tuple[StoredEdition, int]]:
     """Newest editions first, each with its number of delivery rows (for status pages)."""
     counts = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select
 
 from newsletter.models import DeliveryStatus
 from newsletter.store.editions import EditionStatus
@@ -70,23 +70,6 @@ def edition_summaries(engine: Engine, limit: int = 60) -> list[EditionSummary]:
         )
         for row in rows
     ]
-
-
-def change_status(
-    engine: Engine, edition_id: int, *, expected: EditionStatus, new: EditionStatus
-) -> bool:
-    """Move an edition from `expected` to `new` only if it is still `expected`; True if moved.
-
-    Hold (built → held), un-hold (held → built) and "send now" (built → sending)
-    go through here, so two clicks, or a click and the scheduler, never both win.
-    """
-    statement = (
-        update(editions)
-        .where(editions.c.id == edition_id, editions.c.status == expected.value)
-        .values(status=new.value)
-    )
-    with engine.begin() as conn:
-        return (conn.execute(statement).rowcount or 0) > 0
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from newsletter.errors import NewsletterError
 from newsletter.models import SubscriberStatus
 from newsletter.pipeline import build_preview, prepare_edition, send_test
 from newsletter.store import editions as edition_store
-from newsletter.store import editor as editor_store
 from newsletter.store import subscribers as subscriber_store
 from newsletter.store.editions import EditionStatus, StoredEdition
 from newsletter.subscribers import validate_email
@@ -179,7 +178,7 @@ async def hold(request: Request) -> Response:
         stored = await _stored_or_built(request, day)
         if stored.status is EditionStatus.HELD:
             return "The edition was already on hold."
-        if stored.status is not EditionStatus.BUILT or not editor_store.change_status(
+        if stored.status is not EditionStatus.BUILT or not edition_store.change_edition_status(
             engine, stored.id, expected=EditionStatus.BUILT, new=EditionStatus.HELD
         ):
             raise Refused(f"not held: {_STARTED}")
@@ -204,7 +203,7 @@ async def unhold(request: Request) -> Response:
 
     async def body() -> str:
         stored = edition_store.get_edition(engine, day)
-        if stored is None or not editor_store.change_status(
+        if stored is None or not edition_store.change_edition_status(
             engine, stored.id, expected=EditionStatus.HELD, new=EditionStatus.BUILT
         ):
             raise Refused("not changed: the edition is not on hold")
@@ -244,7 +243,7 @@ async def send_now(request: Request) -> Response:
             raise Refused("not sent: this edition has already been sent")
         if sends.running(day):  # checked again: a second click may have started it meanwhile
             raise Refused("a send of this edition is already running")
-        if stored.status is EditionStatus.BUILT and not editor_store.change_status(
+        if stored.status is EditionStatus.BUILT and not edition_store.change_edition_status(
             state.engine, stored.id, expected=EditionStatus.BUILT, new=EditionStatus.SENDING
         ):
             current = edition_store.get_edition(state.engine, day)
