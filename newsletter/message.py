@@ -38,6 +38,7 @@ from functools import lru_cache
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, InputError
+from newsletter.hygiene import one_line
 from newsletter.models import Recipient
 
 __all__ = ["build_message", "clean_header_text", "make_message_id"]
@@ -48,16 +49,6 @@ EW_MAX = 75  # RFC 2047 §2: one encoded-word is at most 75 characters
 QP_LINE = 76  # RFC 2045 §6.7: quoted-printable lines, soft break included
 MAX_ADDRESS = 254  # RFC 5321 §4.5.3.1.3 (path of 256 minus the brackets)
 MAX_URL = 900  # a <url> cannot be folded; this keeps its line far under 998 octets
-
-# Control characters that are not whitespace, and the invisible bidi marks that make a name
-# or subject display differently from what it is ("moc.knab" shown as "bank.com"): deleted.
-# Lone surrogates cannot be encoded to UTF-8 at all. Whitespace controls (TAB, LF, CR, VT, FF,
-# FS-US, NEL U+0085, U+2028, U+2029, NBSP, ...) are what str.split() splits on: they become
-# one space, so a line break between two words keeps the words apart.
-_DELETE = re.compile(
-    "[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-    "\ud800-\udfff]"
-)
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"  # RFC 5322 atext, as a character-class body
 _DOMAIN_RE = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
@@ -84,13 +75,10 @@ _HTML_PART = _PART_HEADERS.format("html")
 
 
 def clean_header_text(value: str) -> str:
-    """Make `value` safe for one header line: no control characters, single spaces, stripped.
-
-    Removes CR, LF, NUL and every other C0/C1 control character, U+2028/U+2029 and the bidi
-    override/isolate marks; runs of whitespace (including those that were line breaks) become
-    one space. Used on every name, subject and URL before it reaches a header.
-    """
-    return " ".join(_DELETE.sub("", value).split())
+    """Make `value` safe for one header line: `hygiene.one_line` (no control character, line
+    break or bidi mark; single spaces; stripped). Used on every name, subject and URL before it
+    reaches a header."""
+    return one_line(value)
 
 
 def make_message_id(domain: str) -> str:
@@ -438,8 +426,8 @@ def _encode_piece(piece: str) -> bytes:
     encoded = _quoted_printable(piece)
     if encoded.endswith(b"\r\n"):
         return encoded
-    head, _, last = encoded.rpartition(b"\r\n")
-    lines = [head] if head else []
+    head, newline, last = encoded.rpartition(b"\r\n")
+    lines = [head] if newline else []  # an empty head is a line break the piece starts with
     while len(last) + 1 > QP_LINE:  # room for the soft break
         cut = QP_LINE - 1
         if last[cut - 1] == 0x3D:  # never split an "=XX" escape

@@ -7,33 +7,28 @@ part: no regex, no Jinja, no premailer.
 
 Values are escaped for where they land: `html.escape(quote=True)` in the HTML
 part (safe in text and in attributes alike), raw in the text part. Control
-characters (CR and LF above all) are removed from every value in both parts,
-so a name can never start a new line or header-like text.
+characters, line breaks and bidi marks are removed from every value in both
+parts (`hygiene.one_line`), so a name can never start a new line or header-like text.
 """
 
 from __future__ import annotations
 
 import html
 import re
-import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
 from newsletter.config import Settings
+from newsletter.hygiene import one_line
 from newsletter.message import fill_encoded
 from newsletter.models import RenderedEdition
 from newsletter.render import SLOT_NAMES, slot_marker
 
-#: Unicode categories removed from slot values: controls (Cc, which holds CR, LF,
-#: tab, DEL and the C1 set) and the line and paragraph separators.
-_REMOVED_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
-
 
 def clean(value: str) -> str:
-    """`value` without control characters or line breaks of any kind."""
-    if value.isprintable():  # the common case: nothing to remove, no per-char loop
-        return value
-    return "".join(ch for ch in value if unicodedata.category(ch) not in _REMOVED_CATEGORIES)
+    """A slot value as one clean line (`hygiene.one_line`): no control character, line break
+    or bidi mark can reach a greeting, a link or the text part."""
+    return one_line(value)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import codecs
 import csv
 import datetime as dt
 import logging
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from email_validator import validate_email as _validate
 from sqlalchemy import Engine
 
 from newsletter.errors import InputError, StoreError
+from newsletter.hygiene import has_unsafe, one_line
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.store import subscribers as store
 from newsletter.store.subscribers import ImportCounts, ImportRow
@@ -66,8 +66,6 @@ _STATUS_VALUES: dict[str, SubscriberStatus | None] = {
 
 # Leading characters a spreadsheet would run as a formula (OWASP CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-# Bidi overrides/isolates and BOMs: invisible, and able to make a name display reversed.
-_INVISIBLE = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
 _DELIMITERS = (",", ";", "\t")
 
 
@@ -151,12 +149,7 @@ def validate_email(address: str) -> str:
 
 def clean_name(raw: str) -> str:
     """A name safe for greetings and headers: control characters gone, spaces collapsed."""
-    kept = (
-        " " if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char
-        for char in raw
-        if char not in _INVISIBLE
-    )
-    return " ".join("".join(kept).split())[:200]
+    return one_line(raw)[:200]
 
 
 # CSV import
@@ -515,7 +508,7 @@ def _filled(cells: list[str]) -> bool:
 
 
 def _has_control(raw: str) -> bool:
-    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _INVISIBLE for c in raw)
+    return has_unsafe(raw)
 
 
 def _unguard(value: str) -> str:

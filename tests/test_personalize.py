@@ -112,9 +112,9 @@ def test_cr_lf_and_control_characters_are_removed() -> None:
     assert text.count("\n") == baseline_text.count("\n")
     assert page.count("\n") == baseline_page.count("\n")
     assert "\r" not in text and "\x00" not in text and "\x1b" not in text
-    assert "\nHello AnnBcc: evil@example.com,\n" in text
-    assert "sent to ann@example.comX: y." in text
-    assert clean("a\u2028b\u2029c\x85d\te") == "abcde"
+    assert "\nHello Ann Bcc: evil@example.com,\n" in text
+    assert "sent to ann@example.com X: y." in text
+    assert clean("a\u2028b\u2029c\x85d\te\u202ef") == "a b c d ef"
 
 
 def test_neutral_slots_for_archive_and_previews() -> None:

@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-from newsletter.articles.text import _CONTROL, _SURROGATE, _one_line
 from newsletter.errors import ArticleParseError
+from newsletter.hygiene import has_unsafe, one_line
 from newsletter.models import Article
 
 MAX_HEADLINE_CHARS = 300
@@ -38,7 +38,7 @@ def _http_url(value: str, field: str, where: Where) -> str:
             where=where(field),
             hint=hint,
         )
-    if re.search(r"\s", url) or _CONTROL.search(url) or _SURROGATE.search(url):
+    if re.search(r"\s", url) or has_unsafe(url):
         raise ArticleParseError(
             f"{field} {shown!r} contains spaces or control characters",
             where=where(field),
@@ -68,7 +68,7 @@ def _http_url(value: str, field: str, where: Where) -> str:
 def _label(value: str | None, field: str, where: Where, limit: int) -> str | None:
     if value is None:
         return None
-    text = _one_line(value)
+    text = one_line(value)
     if len(text) > limit:
         raise ArticleParseError(
             f"{field} is {len(text)} characters long; the limit is {limit}",
@@ -98,7 +98,7 @@ def _article(
         raise ArticleParseError(
             "has no headline", where=where("headline"), hint="give the article a headline"
         )
-    paragraphs = tuple(p for p in (_one_line(p) for p in summary) if p)
+    paragraphs = tuple(p for p in (one_line(p) for p in summary) if p)
     if not paragraphs:
         raise ArticleParseError("has no summary", where=where("summary"), hint=summary_hint)
     return Article(

@@ -23,8 +23,9 @@ import feedparser
 import httpx
 
 from newsletter.articles.checks import SETTING, _article, _http_url
-from newsletter.articles.text import _one_line, _paragraphs, html_to_paragraphs, sanitize_html
+from newsletter.articles.text import _paragraphs, html_to_paragraphs, sanitize_html
 from newsletter.errors import ArticleParseError, SourceError
+from newsletter.hygiene import one_line
 from newsletter.models import Article, DayArticles, SkippedFile
 
 MAX_FEED_BYTES = 10 * 1024 * 1024
@@ -105,7 +106,7 @@ class FeedSource:
                 paragraphs, summary_html = _paragraphs(unescape(summary_html)), None
         elif item.body:
             paragraphs = _paragraphs(item.body)
-        source = _one_line(feed_title or "") or _host(item.link)
+        source = one_line(feed_title or "") or _host(item.link)
         image = item.image
         if image:
             try:

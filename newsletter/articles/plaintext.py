@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 
 from newsletter.articles.checks import MAX_HEADLINE_CHARS, _article
-from newsletter.articles.text import _normalize_newlines, _one_line
 from newsletter.errors import ArticleParseError
+from newsletter.hygiene import normalize_newlines, one_line
 from newsletter.models import Article
 
 _MONTH_NAMES = (
@@ -125,7 +125,7 @@ def parse_text_article(text: str, origin: str) -> Article:
     Date lines and the closing pair are each optional, but a file with neither is
     not taken for an article: a shopping list also has a first line and paragraphs.
     """
-    numbered = enumerate(_normalize_newlines(text).split("\n"), 1)
+    numbered = enumerate(normalize_newlines(text).split("\n"), 1)
     lines = [_Line(number, raw.strip()) for number, raw in numbered]
     at: dict[str, int] = {}
 
@@ -185,7 +185,7 @@ def parse_text_article(text: str, origin: str) -> Article:
     at["headline"] = at["summary"] = head[0].number
     headline = " ".join(line.text for line in head)
     paragraphs = [" ".join(line.text for line in block) for block in rest]
-    if len(head) > 1 and len(_one_line(headline)) > MAX_HEADLINE_CHARS:
+    if len(head) > 1 and len(one_line(headline)) > MAX_HEADLINE_CHARS:
         headline = head[0].text
         paragraphs.insert(0, " ".join(line.text for line in head[1:]))
 

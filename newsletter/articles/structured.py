@@ -19,12 +19,12 @@ import yaml
 
 from newsletter.articles.checks import Where, _article
 from newsletter.articles.text import (
-    _normalize_newlines,
     _paragraphs,
     html_to_paragraphs,
     sanitize_html,
 )
 from newsletter.errors import ArticleParseError
+from newsletter.hygiene import normalize_newlines
 from newsletter.models import Article
 
 _FRONT_MATTER_FENCE = re.compile(r"^---[ \t]*$")
@@ -126,7 +126,7 @@ def _structured_article(
 
 def parse_markdown_article(text: str, origin: str) -> Article:
     """Front matter holds the fields; the body is the summary, kept as sanitized HTML too."""
-    lines = _normalize_newlines(text).split("\n")
+    lines = normalize_newlines(text).split("\n")
     start = next((i for i, line in enumerate(lines) if line.strip()), None)
     if start is None or not _FRONT_MATTER_FENCE.match(lines[start]):
         raise ArticleParseError(

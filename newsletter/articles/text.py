@@ -1,8 +1,8 @@
 """Text hygiene: what "plain text" and "safe HTML" mean everywhere in the newsletter.
 
 Every reader and the feed source reduce what they find to the same two shapes:
-one-line labels and blank-line paragraphs with no control characters, line
-breaks or lone surrogates (`_one_line`, `_paragraphs`), and HTML that only ever
+one-line labels and blank-line paragraphs cleaned by `newsletter.hygiene`
+(`_paragraphs`), and HTML that only ever
 passed through nh3's allow-list (`sanitize_html`), with its plain-text view
 (`html_to_paragraphs`). It sits at the bottom of the package and knows nothing of
 articles, files or feeds, so every other module can lean on it.
@@ -14,6 +14,8 @@ import re
 from html.parser import HTMLParser
 
 import nh3
+
+from newsletter.hygiene import multiline, normalize_newlines, one_line
 
 ALLOWED_TAGS = frozenset(
     {"p", "a", "em", "strong", "b", "i", "ul", "ol", "li", "blockquote", "br", "code"}
@@ -29,27 +31,13 @@ _URL_SCHEMES = frozenset({"http", "https", "mailto"})
 _DROP_WITH_CONTENT = frozenset({"script", "style", "noscript", "template", "title"})
 
 
-# Everything str.splitlines() treats as a line break, so no odd break survives as text.
-_LINE_BREAKS = re.compile(r"\r\n|[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")  # lone surrogates (from JSON "\ud800") can't be sent
 _BLANK_LINES = re.compile(r"\n\s*\n")
-
-
-def _normalize_newlines(text: str) -> str:
-    return _LINE_BREAKS.sub("\n", text)
-
-
-def _one_line(text: str) -> str:
-    """Control characters and line breaks become spaces; runs of whitespace become one."""
-    text = _SURROGATE.sub("\ufffd", text).replace("\ufeff", "")
-    return " ".join(_CONTROL.sub(" ", text).split())
 
 
 def _paragraphs(text: str) -> list[str]:
     """Blank-line separated paragraphs; a hard-wrapped paragraph is joined into one line."""
-    blocks = _BLANK_LINES.split(_normalize_newlines(text))
-    return [p for p in (_one_line(block) for block in blocks) if p]
+    blocks = _BLANK_LINES.split(normalize_newlines(text))
+    return [p for p in (one_line(block) for block in blocks) if p]
 
 
 class _TextExtractor(HTMLParser):
@@ -87,7 +75,7 @@ class _TextExtractor(HTMLParser):
         self._flush()
 
     def _flush(self) -> None:
-        text = _one_line("".join(self._buffer))
+        text = one_line("".join(self._buffer))
         self._buffer = []
         if text:
             self.paragraphs.append(self._prefix + text)
@@ -133,5 +121,5 @@ def sanitize_html(html: str) -> str:
     """
     pre = _VOID_HR.sub("<p></p>", _PRE_CLEANER.clean(html))
     clean = _CLEANER.clean(_BLOCKISH_TAG.sub(r"<\1p>", pre))
-    clean = _DEAD_LINK.sub(r"\1", _CONTROL.sub(" ", _SURROGATE.sub("\ufffd", clean)))
+    clean = _DEAD_LINK.sub(r"\1", multiline(clean))
     return _EMPTY_P.sub("", clean).strip()
