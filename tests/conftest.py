@@ -1,8 +1,15 @@
-"""Real fixtures: a SQLite file per test, an aiosmtpd server on a free port that
-records every message it accepts, and settings that point at both."""
+"""Real fixtures: a database per test, an aiosmtpd server on a free port that
+records every message it accepts, and settings that point at both.
+
+The database is a SQLite file by default; `pytest --db=postgresql` (or
+NEWSLETTER_TEST_DB=postgresql) runs the whole suite against a fresh database per
+test on one throwaway PostgreSQL 15 cluster per session (tests/pgserver.py), the
+way sqlite-utils reruns its suite against another connection mode. Tests about
+SQLite files themselves are marked `sqlite_only`."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -22,6 +29,75 @@ from newsletter.config import Settings, load_settings
 from newsletter.store.engine import open_engine
 
 ROOT = Path(__file__).resolve().parent.parent
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=DATABASES,
+        default=os.environ.get("NEWSLETTER_TEST_DB", "sqlite"),
+        help="the database every test runs against (default: sqlite; env NEWSLETTER_TEST_DB)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: the test is about SQLite files themselves")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--db") == "sqlite":
+        return
+    skip = pytest.mark.skip(reason="about SQLite files; runs without --db=postgresql")
+    for item in items:
+        if "sqlite_only" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def db_kind(request: pytest.FixtureRequest) -> str:
+    return request.config.getoption("--db")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(db_kind: str):
+    """The session's PostgreSQL cluster (only with --db=postgresql)."""
+    if db_kind != "postgresql":
+        yield None
+        return
+    from pgserver import postgres_cluster
+
+    with postgres_cluster() as admin_url:
+        yield admin_url
+
+
+_database_names = itertools.count()
+
+
+@pytest.fixture
+def new_database_url(tmp_path: Path, pg_admin_url: str | None):
+    """A factory: `new_database_url("cli")` is the URL of a fresh, empty database.
+
+    A SQLite file in the test's tmp_path, or a new database on the session's
+    PostgreSQL cluster, dropped (with its connections) when the test ends.
+    """
+    created: list[str] = []
+
+    def make(name: str = "newsletter") -> str:
+        if pg_admin_url is None:
+            return f"sqlite:///{tmp_path / f'{name}.db'}"
+        from pgserver import create_database
+
+        database = f"t{next(_database_names)}_{name}"
+        created.append(database)
+        return create_database(pg_admin_url, database)
+
+    yield make
+    if created:
+        from pgserver import drop_database
+
+        for database in created:
+            drop_database(pg_admin_url, database)
 
 
 @dataclass
@@ -100,10 +176,10 @@ def articles_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def settings(tmp_path, smtp_server, articles_dir, monkeypatch) -> Settings:
+def settings(tmp_path, smtp_server, articles_dir, monkeypatch, new_database_url) -> Settings:
     monkeypatch.chdir(tmp_path)  # no developer .env leaks into a test
     return load_settings(
-        database_url=f"sqlite:///{tmp_path / 'newsletter.db'}",
+        database_url=new_database_url("newsletter"),
         articles_source=str(articles_dir),
         templates_dir=ROOT / "templates",
         smtp_host=smtp_server.host,
@@ -152,10 +228,10 @@ class Cli(dict):
 
 
 @pytest.fixture
-def cli_env(tmp_path, smtp_server, articles_dir) -> Cli:
+def cli_env(tmp_path, smtp_server, articles_dir, new_database_url) -> Cli:
     env = Cli({k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")})
     env.update(
-        NEWSLETTER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
+        NEWSLETTER_DATABASE_URL=new_database_url("cli"),
         NEWSLETTER_ARTICLES_SOURCE=str(articles_dir),
         NEWSLETTER_TEMPLATES_DIR=str(ROOT / "templates"),
         NEWSLETTER_SMTP_HOST=smtp_server.host,

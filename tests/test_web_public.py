@@ -391,6 +391,7 @@ def test_unconfirmed_sign_ups_expire(client, engine, settings, smtp_server):
     assert expire_pending(engine, dt.timedelta(hours=settings.signup_expiry_hours)) == 1
 
 
+@pytest.mark.sqlite_only
 def test_the_sign_up_columns_are_added_to_an_older_database(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = create_engine(url)
