@@ -22,14 +22,22 @@ def compose_message(
     *,
     signer: Signer | None = None,
     message_id: str | None = None,
+    date: dt.datetime | None = None,
+    boundary: str | None = None,
 ) -> bytes:
-    """The exact bytes one recipient gets: slots filled, headers set, signed unsubscribe links."""
+    """The exact bytes one recipient gets: slots filled, headers set, signed unsubscribe links.
+
+    `message_id`, `date` and `boundary` are new (random, now) unless given; the links are
+    stamped with `date`, so given all three (and a fixed slot token) the bytes are stable:
+    the golden .eml tests rely on it.
+    """
     signer = signer or Signer(settings.secret_key.get_secret_value())
     https_url, mailto_url = unsubscribe_links(
         signer,
         base_url=settings.base_url,
         mailto=settings.unsubscribe_address,
         email=recipient.email,
+        issued=date,
     )
     slots = Slots(
         name=recipient.name,
@@ -47,6 +55,8 @@ def compose_message(
         unsubscribe_url=https_url,
         unsubscribe_mailto=mailto_url,
         message_id=message_id,
+        date=date,
+        boundary=boundary,
     )
 
 

@@ -55,6 +55,8 @@ _DOMAIN_RE = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 _DOT_ATOM = rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*"
 _ADDRESS_RE = re.compile(rf"{_DOT_ATOM}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 _MESSAGE_ID_RE = re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}")  # inside the angle brackets
+# RFC 2046 §5.1.1 bchars without the space, after "=_" (never in quoted-printable text)
+_BOUNDARY_RE = re.compile(r"=_[0-9A-Za-z'()+_,./:=?-]{1,68}")
 # printable ASCII except space, '"', '<' and '>': what may sit between the angle brackets
 _URI_CHARS = r"[!#-;=?-~]+"
 _HTTP_RE = re.compile(rf"(?i:https?)://{_URI_CHARS}")
@@ -103,6 +105,7 @@ def build_message(
     unsubscribe_mailto: str,
     message_id: str | None = None,
     date: datetime | None = None,
+    boundary: str | None = None,
 ) -> bytes:
     """The complete message for one recipient from its finished HTML and text.
 
@@ -118,6 +121,7 @@ def build_message(
         unsubscribe_mailto=unsubscribe_mailto,
         message_id=message_id,
         date=date,
+        boundary=boundary,
     )
 
 
@@ -132,6 +136,7 @@ def assemble_message(
     unsubscribe_mailto: str,
     message_id: str | None = None,
     date: datetime | None = None,
+    boundary: str | None = None,
 ) -> bytes:
     """The complete message for one recipient, ready for SMTP DATA (CRLF line endings).
 
@@ -141,9 +146,11 @@ def assemble_message(
     `unsubscribe_mailto` may be a `mailto:` URI or a bare address. `message_id` may come
     with or without angle brackets; a caller that records it (to match bounces and replies)
     passes one from `make_message_id`, otherwise a new one is made on the sender's domain.
-    A naive `date` is taken as UTC; the default is now. Raises `InputError` naming the
-    recipient when their address, an unsubscribe URI or the Message-ID cannot be written
-    safely into a header.
+    A naive `date` is taken as UTC; the default is now. `boundary` is random unless given
+    (golden tests give Date, Message-ID and boundary, so the bytes are stable); a given one
+    must start with "=_", which quoted-printable text never contains. Raises `InputError`
+    naming the recipient when their address, an unsubscribe URI or the Message-ID cannot be
+    written safely into a header, or when `boundary` is not one.
     """
     where = _recipient_label(recipient)
     address = _checked(recipient.email, "email address", _ADDRESS_RE, MAX_ADDRESS, where)
@@ -166,7 +173,14 @@ def assemble_message(
     unsubscribe = f"List-Unsubscribe: <{url}>, <{mailto}>"
     if len(unsubscribe) > MAX_LINE:
         unsubscribe = f"List-Unsubscribe: <{url}>,\r\n <{mailto}>"
-    boundary = "=_" + secrets.token_hex(16)  # "=_" never occurs in quoted-printable text
+    if boundary is None:
+        boundary = "=_" + secrets.token_hex(16)  # "=_" never occurs in quoted-printable text
+    elif not _BOUNDARY_RE.fullmatch(boundary):
+        raise InputError(
+            f"MIME boundary {boundary!r} is not '=_' and 1 to 68 RFC 2046 boundary characters",
+            where=where,
+            hint="leave boundary unset for a random one",
+        )
     head = "\r\n".join(
         (
             _from_header(settings.from_name, settings.from_address),
@@ -394,6 +408,24 @@ def _b_words(text: str, first: int, rest: int) -> list[str]:
 
 
 # Bodies
+#
+# The wire rules every encoded body line keeps (RFC 2045 §6.7, plus what relays and
+# mailboxes do to text): at most 76 characters, soft break included; "=" only as a whole
+# "=XX" escape or as the final soft break, so no escape is ever split; no space or tab at
+# the end of a line, nor right before a soft break (RFC 2045 allows the latter, but it is
+# the blank a line-trimming gateway or decoder loses; escaped, nothing can lose it); no
+# line starts with "." (a relay that forgets SMTP dot-stuffing ends the message there) or
+# "From " (an mbox writer turns it into ">From ", changing the text and breaking DKIM).
+#
+# `binascii.b2a_qp` (C) does the encoding and keeps most of them; the few lines it gets
+# wrong for us are found line by line and re-wrapped (`_rewrap`).
+
+_BLANKS = (b" ", b"\t")
+_BLANK_BYTES = b" \t"
+_HARD_BREAK_RE = re.compile(rb"(?<!=)\n")  # a line end that is not a soft break
+_BAD_STARTS = (b".", b"From ")
+_BAD_ENDS = (b" ", b"\t", b" =", b"\t=")  # a blank at the end, or before a soft break
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 # Pre-encoded bodies: the fast path of a send
@@ -404,14 +436,24 @@ def fill_encoded(parts: tuple[str, ...], values: dict[str, str]) -> bytes:
     ones) with each slot replaced by its value from `values`.
 
     The literal pieces are encoded once per edition and cached; per recipient only
-    the short slot values are encoded. Each piece that does not end a line ends
-    with a soft line break, so pieces join without breaking the 76-column rule and
-    a reader decodes exactly the text that encoding the whole body would give.
+    the short slot values are encoded. Each piece starts a line and ends with its own
+    line break, or with a soft line break when the text goes on in the next piece, so
+    pieces join without breaking a wire rule (see "Bodies" above) and a reader decodes
+    exactly the joined text. A body that would end with a soft break ends without one.
+
+    Each piece's line breaks are its own: a CR ending one piece and an LF starting the
+    next are two line breaks, not one CRLF. Rendered editions hold no lone CR (Jinja
+    normalizes line ends) and `personalize` removes every line break from slot values.
     """
     literal = _encoded_literals(parts)
     pieces = list(literal)
     for index in range(1, len(pieces), 2):
         pieces[index] = _encode_piece(values[parts[index]])
+    for index in range(len(pieces) - 1, -1, -1):  # the last piece that is not empty
+        if pieces[index]:
+            if pieces[index].endswith(b"=\r\n"):
+                pieces[index] = pieces[index][:-3]
+            break
     return b"".join(pieces)
 
 
@@ -421,81 +463,96 @@ def _encoded_literals(parts: tuple[str, ...]) -> tuple[bytes, ...]:
 
 
 def _encode_piece(piece: str) -> bytes:
+    """`piece` encoded to start a line and end with a line break, soft if it had none."""
     if not piece:
         return b""
-    encoded = _quoted_printable(piece)
-    if encoded.endswith(b"\r\n"):
-        return encoded
-    head, newline, last = encoded.rpartition(b"\r\n")
-    lines = [head] if newline else []  # an empty head is a line break the piece starts with
-    while len(last) + 1 > QP_LINE:  # room for the soft break
-        cut = QP_LINE - 1
-        if last[cut - 1] == 0x3D:  # never split an "=XX" escape
-            cut -= 1
-        elif last[cut - 2] == 0x3D:
-            cut -= 2
-        lines.append(last[:cut] + b"=")
-        last = last[cut:]
-    lines.append(last + b"=")
-    return b"\r\n".join(lines) + b"\r\n"
+    encoded = _encode_lines(piece)
+    if not encoded.endswith(b"\n"):
+        head, newline, last = encoded.rpartition(b"\n")
+        if len(last) < QP_LINE and not last.endswith(_BLANKS):  # room for the soft break
+            last += b"="
+        else:
+            last = _rewrap(last, soft_end=True)
+        encoded = head + newline + last + b"\n"
+    return encoded.replace(b"\n", b"\r\n")
 
 
 def _quoted_printable(body: str) -> bytes:
-    """`body` as UTF-8 quoted-printable with CRLF line ends and lines of at most 76.
+    """`body` as UTF-8 quoted-printable with CRLF line ends, keeping the wire rules.
 
     Any CR, LF or CRLF in the input is a line break (written CRLF, the canonical form), so
     a reader decodes the same lines whatever the template's line endings were. Lone
-    surrogates, which UTF-8 cannot carry, become U+FFFD.
+    surrogates, which UTF-8 cannot carry, become U+FFFD (as in `hygiene`).
     """
-    data = body.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8", "replace")
+    return _encode_lines(body).replace(b"\n", b"\r\n")
+
+
+def _encode_lines(body: str) -> bytes:
+    """`_quoted_printable` with LF line ends: b2a_qp, then the lines it leaves wrong re-wrapped."""
+    text = body.replace("\r\n", "\n").replace("\r", "\n")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        data = _SURROGATE_RE.sub("\ufffd", text).encode("utf-8")
     encoded = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
-    return _protect_line_starts(encoded).replace(b"\n", b"\r\n")
+    if not _wrong_lines(encoded):
+        return encoded  # the common case for a slot value, and for many a literal
+    lines = _HARD_BREAK_RE.split(encoded)
+    for index, line in enumerate(lines):
+        if _wrong_lines(line):
+            lines[index] = _rewrap(line.replace(b"=\n", b""), soft_end=False)
+    return b"\n".join(lines)
 
 
-def _protect_line_starts(encoded: bytes) -> bytes:
-    """Encode a "." or "From " that starts a line as =2E / =46, keeping lines within 76.
+def _wrong_lines(encoded: bytes) -> bool:
+    """Whether a line of b2a_qp's output breaks a wire rule (looked at line by line, which is
+    faster than searching the whole text once per mark).
 
-    A relay that forgets SMTP dot-stuffing ends the message at a lone "."; an mbox
-    writer turns "From " into ">From ", changing the text and breaking DKIM. Encoded,
-    neither can happen. Only the lines concerned are rewritten (found with `bytes.find`),
-    since a soft break lands before a "." in most long HTML bodies.
+    b2a_qp leaves a "." or "From " at a line start and a blank before its soft breaks, and
+    writes 77 or 78 characters when it escapes a blank ending a line at column 74 or 75.
     """
-    starts = [0] if encoded.startswith((b".", b"From ")) else []
-    for marker in (b"\n.", b"\nFrom "):
-        found = encoded.find(marker)
-        while found != -1:
-            starts.append(found + 1)
-            found = encoded.find(marker, found + 1)
-    if not starts:
-        return encoded
-    pieces: list[bytes] = []
-    done = 0
-    for start in sorted(starts):
-        end = encoded.find(b"\n", start)
-        end = len(encoded) if end == -1 else end
-        pieces += (encoded[done:start], _protect_line(encoded[start:end]))
-        done = end
-    pieces.append(encoded[done:])
-    return b"".join(pieces)
+    for line in encoded.split(b"\n"):
+        if len(line) > QP_LINE or line.startswith(_BAD_STARTS) or line.endswith(_BAD_ENDS):
+            return True
+    return False
 
 
-def _protect_line(line: bytes) -> bytes:
-    """One encoded line starting with "." or "From ", escaped and re-wrapped if need be."""
-    done: list[bytes] = []
-    while True:
-        if line.startswith(b"."):
-            line = b"=2E" + line[1:]
-        elif line.startswith(b"From "):
-            line = b"=46" + line[1:]
-        if len(line) <= QP_LINE:
-            done.append(line)
-            return b"\n".join(done)
-        soft = line.endswith(b"=")  # escapes are "=XX", so a final "=" is a soft break
-        content = line[:-1] if soft else line
-        cut = QP_LINE - 1
-        if content[cut - 1] == 0x3D:  # do not split an "=XX" escape
+def _rewrap(content: bytes, *, soft_end: bool) -> bytes:
+    """One line's encoded `content` (no line break in it) as lines that keep the wire rules.
+
+    Greedy, a line at a time: a line never ends inside an "=XX" escape; a "." or the "F" of
+    a "From " that would start a line is escaped; a blank that would end one is escaped if
+    there is room, else it starts the next line. `soft_end`: the last line ends with a soft
+    break too (the text goes on in the next piece).
+    """
+    lines: list[bytes] = []
+    start, size = 0, len(content)
+    while start < size:
+        head = b""
+        if content.startswith(_BAD_STARTS, start):
+            head = b"=%02X" % content[start]
+        body = start + 1 if head else start
+        room = QP_LINE - len(head)  # for the rest of the line, soft break included
+        if not soft_end and size - body <= room:  # the last line, ending the text's line
+            tail = content[body:]
+            if not tail.endswith(_BLANKS):
+                lines.append(head + tail)
+                break
+            if size - body + 2 <= room:
+                lines.append(head + tail[:-1] + b"=%02X" % tail[-1])
+                break
+        cut = min(body + room - 1, size)  # room for the soft break
+        if cut - 1 >= body and content[cut - 1] == 0x3D:  # never split an escape
             cut -= 1
-        elif content[cut - 2] == 0x3D:
+        elif cut - 2 >= body and content[cut - 2] == 0x3D:
             cut -= 2
-        done.append(content[:cut] + b"=")
-        line = content[cut:] + (b"=" if soft else b"")
+        while content[cut - 1] in _BLANK_BYTES:
+            if cut - body + 2 <= room - 1:
+                break  # room to escape it
+            cut -= 1  # no room: the blank starts the next line
+        if content[cut - 1] in _BLANK_BYTES:
+            lines.append(head + content[body : cut - 1] + b"=%02X=" % content[cut - 1])
+        else:
+            lines.append(head + content[body:cut] + b"=")
+        start = cut
+    return b"\n".join(lines)

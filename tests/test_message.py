@@ -23,10 +23,17 @@ from conftest import spam_score
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
+from mimewire import assert_quoted_printable_wire, piece, split_parts
 
 from newsletter.config import Settings
 from newsletter.errors import InputError
-from newsletter.message import build_message, clean_header_text, make_message_id
+from newsletter.message import (
+    _quoted_printable,
+    build_message,
+    clean_header_text,
+    fill_encoded,
+    make_message_id,
+)
 from newsletter.models import Recipient
 
 UNSUB_URL = "https://news.example.org/unsubscribe/tok123"
@@ -203,12 +210,8 @@ def test_encoded_body_lines_are_short_and_never_start_with_dot_or_from() -> None
     data = build(text=TRICKY_BODY, html=TRICKY_BODY)
     body = data.split(b"\r\n\r\n", 1)[1]
 
-    for line in body.split(b"\r\n"):
-        assert len(line) <= 76, line
-        assert not line.startswith(b"."), line
-        assert not line.startswith(b"From "), line
-        assert line.isascii()
-        assert not line.endswith((b" ", b"\t")), line  # trailing blanks are encoded
+    for part in body.split(b"\r\n--")[1:-1]:
+        assert_quoted_printable_wire(part.split(b"\r\n\r\n", 1)[1])
 
 
 def test_boundary_is_random_and_delimits_exactly_two_parts() -> None:
@@ -219,6 +222,25 @@ def test_boundary_is_random_and_delimits_exactly_two_parts() -> None:
     for data, boundary in zip((first, second), boundaries, strict=True):
         assert boundary is not None and len(boundary) >= 32
         assert data.count(b"--" + boundary.encode()) == 3  # two parts and the close
+
+
+def test_an_injected_boundary_is_used_as_given() -> None:
+    data = build(boundary="=_golden.0001")
+    msg = parse(data)
+
+    assert msg.get_boundary() == "=_golden.0001"
+    assert [part.get_content_type() for part in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert data.count(b"--=_golden.0001") == 3
+
+
+@pytest.mark.parametrize(
+    "boundary",
+    ["", "plain-boundary", "=_" + "x" * 69, "=_with space", '=_quote"', "=_new\r\nline"],
+)
+def test_a_boundary_quoted_printable_could_contain_is_refused(boundary: str) -> None:
+    """It must start with "=_" (never in quoted-printable text) and be RFC 2046 bchars."""
+    with pytest.raises(InputError, match="boundary"):
+        build(boundary=boundary)
 
 
 def test_a_body_quoting_a_boundary_cannot_end_its_part() -> None:
@@ -545,9 +567,7 @@ def test_property_any_body_decodes_to_itself(body: str) -> None:
 
     assert msg.get_body(("plain",)).get_content() == crlf(body)
     assert msg.get_body(("html",)).get_content() == crlf(body)
-    for line in data.split(b"\r\n\r\n", 1)[1].split(b"\r\n"):
-        assert len(line) <= 76
-        assert not line.startswith((b".", b"From "))
+    assert_quoted_printable_wire(_quoted_printable(body))
 
 
 # SpamAssassin
@@ -783,34 +803,107 @@ def test_property_display_names_round_trip(name: str) -> None:
 
 # Pre-encoded pieces (the send's fast path)
 
-_piece = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r"), max_size=300
-)
 
-
-@given(
-    literals=st.lists(_piece, min_size=1, max_size=6),
-    values=st.lists(_piece, min_size=0, max_size=5),
-)
-def test_filled_pieces_decode_to_exactly_the_whole_text(literals, values):
-    import quopri
-
-    from newsletter.message import _quoted_printable, fill_encoded
-
-    slots = [f"slot{i}" for i in range(len(literals) - 1)]
-    parts = []
-    for i, literal in enumerate(literals):
+def fill(literals: list[str], values: list[str]) -> tuple[bytes, str]:
+    """`fill_encoded` of literals with a slot between each two, and the text it stands for."""
+    parts: list[str] = []
+    given_values: dict[str, str] = {}
+    for index, literal in enumerate(literals):
+        if index:
+            slot = f"slot{index}"
+            parts.append(slot)
+            given_values[slot] = values[index - 1] if index - 1 < len(values) else ""
         parts.append(literal)
-        if i < len(slots):
-            parts.append(slots[i])
-    given_values = {slot: (values[i] if i < len(values) else "") for i, slot in enumerate(slots)}
     whole = "".join(given_values.get(p, p) if i % 2 else p for i, p in enumerate(parts))
+    return fill_encoded(tuple(parts), given_values), whole
 
-    encoded = fill_encoded(tuple(parts), given_values)
 
-    assert quopri.decodestring(encoded) == quopri.decodestring(_quoted_printable(whole))
-    assert quopri.decodestring(encoded).replace(b"\r\n", b"\n") == whole.encode("utf-8")
-    for line in encoded.split(b"\r\n"):
-        assert len(line) <= 76
-        assert not line.startswith((b".", b"From "))
-    assert b"\n" not in encoded.replace(b"\r\n", b"")
+@hyp_settings(max_examples=400, deadline=None)
+@given(literals=st.lists(piece, min_size=1, max_size=7), values=st.lists(piece, max_size=6))
+def test_filled_pieces_decode_to_exactly_the_whole_text(
+    literals: list[str], values: list[str]
+) -> None:
+    encoded, whole = fill(literals, values)
+
+    assert binascii.a2b_qp(encoded).replace(b"\r\n", b"\n") == whole.encode("utf-8")
+    assert binascii.a2b_qp(encoded) == binascii.a2b_qp(_quoted_printable(whole))
+    assert_quoted_printable_wire(encoded)
+
+
+def test_a_line_break_right_after_a_slot_stays_a_line_break() -> None:
+    """The text footer: a slot, then the line break that ends its line (was a soft break)."""
+    encoded, whole = fill(
+        ["View online: ", "\nUnsubscribe: ", "\n"],
+        ["https://news.example.org/archive/2026-11-25", "https://news.example.org/u/t"],
+    )
+
+    decoded = binascii.a2b_qp(encoded).decode("utf-8").splitlines()
+    assert decoded == [
+        "View online: https://news.example.org/archive/2026-11-25",
+        "Unsubscribe: https://news.example.org/u/t",
+    ]
+    assert_quoted_printable_wire(encoded)
+
+
+@pytest.mark.parametrize(
+    ("literals", "values"),
+    [
+        (["", ""], ["a" * 75 + "."]),  # a 76-column value cut before its final "."
+        (["", ""], ["a" * 75 + "From x"]),
+        (["x" * 75 + ".", ""], []),  # a literal cut before the piece's soft break
+        (["x" * 74 + " y", "z"], ["v"]),  # b2a_qp's own soft break after a space
+        (["Hello ", ""], ["Ann"]),  # a literal ending in a space before a slot
+        (["a" * 74 + "\t", ""], ["b"]),
+        (["é" * 30, "é"], ["=" * 30]),  # escapes at every cut
+        (["a" * 74 + " \nb", ""], ["c"]),  # b2a_qp escapes the blank into a 77-column line
+        (["a" * 75 + "\t\n", ""], ["c"]),
+    ],
+    ids=[
+        "dot-after-cut",
+        "from-after-cut",
+        "literal-dot",
+        "space-soft-break",
+        "space-slot",
+        "tab-slot",
+        "escapes",
+        "b2a_qp-77",
+        "b2a_qp-78",
+    ],
+)
+def test_pieces_cut_where_the_wire_rules_bite(literals: list[str], values: list[str]) -> None:
+    encoded, whole = fill(literals, values)
+
+    assert binascii.a2b_qp(encoded).decode("utf-8").replace("\r\n", "\n") == whole
+    assert_quoted_printable_wire(encoded)
+
+
+@pytest.mark.parametrize("blank", [" ", "\t"])
+@pytest.mark.parametrize("column", [74, 75])
+def test_a_blank_ending_a_line_near_column_76_keeps_the_line_within_76(
+    blank: str, column: int
+) -> None:
+    """binascii.b2a_qp writes 77 or 78 characters when it escapes such a blank."""
+    body = "a" * column + blank + "\nnext line\n"
+    data = build(text=body, html=body)
+    msg = parse(data)
+
+    assert msg.get_body(("plain",)).get_content() == crlf(body)
+    for _headers, encoded in split_parts(data):
+        assert_quoted_printable_wire(encoded)
+
+
+def test_a_filled_body_does_not_end_with_a_soft_break() -> None:
+    """A body ending in a slot ends like one encoded whole: no dangling "=" before the
+    boundary, which the boundary's own CRLF would otherwise have to end."""
+    encoded, whole = fill(["Hi ", ""], ["Ann"])
+
+    assert encoded == b"Hi=20=\r\nAnn"
+    assert binascii.a2b_qp(encoded).decode() == whole
+
+
+def test_a_lone_surrogate_becomes_the_replacement_character() -> None:
+    """Like hygiene.one_line: U+FFFD, not the "?" Python's "replace" would write."""
+    msg = parse(build(text="a\ud800b", html="<p>\udfff</p>"))
+
+    assert msg.get_body(("plain",)).get_content() == "a\ufffdb"
+    assert msg.get_body(("html",)).get_content() == "<p>\ufffd</p>"
