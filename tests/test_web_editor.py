@@ -27,10 +27,10 @@ from sqlalchemy import func, select
 from webeditor import PASSWORD, EditorClient, editor_settings, flashes, wait_for
 
 from newsletter import subscribers as subscriber_ops
+from newsletter.app import SAMPLE_RECIPIENT, Ready, message_parts, prepare_send, render_fresh
 from newsletter.capture import free_port
 from newsletter.compose import compose_message
 from newsletter.models import DeliveryStatus, SubscriberStatus
-from newsletter.pipeline import build_preview, prepare_edition
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import editions as edition_store
 from newsletter.store import subscribers as subscriber_store
@@ -38,7 +38,6 @@ from newsletter.store.editions import EditionStatus
 from newsletter.store.schema import deliveries, test_sends
 from newsletter.tokens import Purpose, Signer
 from newsletter.web.editor import BackgroundSends
-from newsletter.web.editor_data import SAMPLE_RECIPIENT, message_parts
 from newsletter.web.security import hash_password
 
 DAY = dt.date(2026, 11, 25)
@@ -272,8 +271,10 @@ def test_dashboard_lists_dates_newest_first_with_counts_and_status(
     editor, engine, articles_dir, smtp_server
 ):
     (articles_dir / "2026-11-24" / "99-notes.rtf").write_text("{\\rtf1 not an article}")
+    (articles_dir / "2026-11-22").mkdir()  # a day folder nobody built
     add_people(engine)
     editor.act(f"/editor/edition/{DAY}/hold")
+    editor.act("/editor/edition/2026-11-24/build")
     editor.act("/editor/edition/2026-11-23/send")
     wait_for(lambda: status_of(engine, dt.date(2026, 11, 23)) is EditionStatus.SENT)
 
@@ -283,14 +284,35 @@ def test_dashboard_lists_dates_newest_first_with_counts_and_status(
     rows = re.findall(
         r"<tr[^>]*>\s*<td><a href=\"/editor/edition/([\d-]+)\">(.*?)</tr>", page.text, re.S
     )
-    assert [date for date, _ in rows] == ["2026-11-25", "2026-11-24", "2026-11-23"]
+    assert [date for date, _ in rows] == ["2026-11-25", "2026-11-24", "2026-11-23", "2026-11-22"]
     cells = {date: re.findall(r"<td[^>]*>(.*?)</td>", "<td>" + rest, re.S) for date, rest in rows}
     assert 'class="badge held"' in cells["2026-11-25"][3]
-    assert 'class="badge none"' in cells["2026-11-24"][3]
-    assert 'class="error">1<' in cells["2026-11-24"][2]  # one skipped file
-    assert cells["2026-11-24"][1].strip() == "5"  # articles in the source
+    assert 'class="badge built"' in cells["2026-11-24"][3]
+    assert 'class="error">1<' in cells["2026-11-24"][2]  # one skipped file, kept with the edition
+    assert cells["2026-11-24"][1].strip() == "5"  # articles in the stored edition
     assert 'class="badge sent"' in cells["2026-11-23"][3]
     assert cells["2026-11-23"][4].strip() == str(len(PEOPLE))  # delivered
+    assert 'class="badge none">not built<' in cells["2026-11-22"][3]
+    assert cells["2026-11-22"][1].strip() == "–" and cells["2026-11-22"][2].strip() == "–"
+
+
+def test_dashboard_and_a_stored_preview_never_read_the_articles_again(editor, engine, articles_dir):
+    """What the build found is stored with the edition: a page view reads no article file."""
+    editor.act(f"{EDITION}/build")
+    folder = articles_dir / DAY.isoformat()
+    (folder / "99-broken.json").write_text("{not json")  # the source moves on after the build
+    lead = sorted(folder.iterdir())[0]
+    lead.write_text(lead.read_text().replace("Porto", "Lisbon"))
+
+    board = editor.get("/editor")
+    page = editor.get(EDITION)
+
+    row = re.search(rf'href="{EDITION}">(.*?)</tr>', board.text, re.S).group(1)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", "<td>" + row, re.S)
+    assert cells[1].strip() == "5" and cells[2].strip() == "0"  # as built, not as now
+    assert "99-broken.json" not in page.text  # a skipped file is only what the build skipped
+    assert "the articles changed since this edition was built" in page.text
+    assert "Lisbon" not in page.text
 
 
 def test_dashboard_survives_a_missing_articles_directory(settings, engine):
@@ -309,7 +331,7 @@ def test_dashboard_survives_a_missing_articles_directory(settings, engine):
 
 def test_preview_is_the_message_compose_message_makes(editor, web_settings):
     expected = compose_message(
-        build_preview(web_settings, DAY).rendered, web_settings, SAMPLE_RECIPIENT
+        render_fresh(web_settings, DAY).rendered, web_settings, SAMPLE_RECIPIENT
     )
     message = message_from_bytes(expected, policy=policy.default)
     html, text = message_parts(message)
@@ -669,21 +691,17 @@ def test_stopping_background_sends_records_what_went_and_leaves_the_rest_queued(
     for number in range(40):
         subscriber_ops.add_subscriber(engine, f"reader{number}@example.com")
     slow = settings.model_copy(update={"rate_limit": 10.0})
-    prepared = prepare_edition(engine, slow, DAY)
-    assert prepared is not None
+    ready = prepare_send(engine, slow, DAY)
+    assert isinstance(ready, Ready)
 
-    async def send_then_stop():
-        sends = BackgroundSends()
-        run = sends.start(engine, slow, prepared.stored)
-        await asyncio.sleep(0.5)
-        assert sends.running(DAY)
-        await sends.stop_all(timeout=10)
-        return run
-
-    run = asyncio.run(send_then_stop())
+    sends = BackgroundSends()
+    run = sends.start(engine, slow, ready)
+    wait_for(lambda: len(smtp_server.received) >= 3)  # under way
+    assert sends.running(DAY)
+    asyncio.run(sends.stop_all(timeout=10))
 
     assert not run.running and run.result is not None and "stopped early" in run.result
-    counts = delivery_store.count_by_status(engine, prepared.stored.id)
+    counts = delivery_store.count_by_status(engine, ready.stored.id)
     sent = counts[DeliveryStatus.SENT]
     assert 0 < sent < 40 and len(smtp_server.received) == sent
     assert counts[DeliveryStatus.QUEUED] == 40 - sent
