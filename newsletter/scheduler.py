@@ -17,7 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobEvent
@@ -134,6 +135,28 @@ def build_scheduler(settings: Settings) -> BackgroundScheduler:
     )
 
 
+@contextmanager
+def job_store(settings: Settings) -> Iterator[BackgroundScheduler]:
+    """A paused scheduler on the stored jobs, to read or change them without running any.
+
+    APScheduler 3 processes due jobs once more when a scheduler shuts down (its
+    loop wakes after the state is already "stopped"): a run due then would be
+    submitted to a closed executor and moved on to tomorrow, lost. Detaching the
+    job store first leaves it stored for the next real start.
+    """
+    scheduler = build_scheduler(settings)
+    scheduler.start(paused=True)
+    try:
+        yield scheduler
+    finally:
+        _shut_down(scheduler, wait=False)
+
+
+def _shut_down(scheduler: BackgroundScheduler, *, wait: bool) -> None:
+    scheduler.remove_jobstore("default")  # no job is taken from it while shutting down
+    scheduler.shutdown(wait=wait)
+
+
 def ensure_job(scheduler: BackgroundScheduler, settings: Settings) -> None:
     """Add the daily job once; keep a stored one (and its missed run) across restarts.
 
@@ -212,7 +235,7 @@ def run_scheduler(
                 _stop.set()
     finally:
         if scheduler.running:
-            scheduler.shutdown(wait=True)
+            _shut_down(scheduler, wait=True)  # a send in progress ends first
         _running = None
         release_lock(engine, LOCK_NAME, me)
 

@@ -15,15 +15,20 @@ import json
 import logging
 import re
 import shutil
+import sqlite3
+import threading
 from email import message_from_bytes, policy
 from html import unescape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from conftest import ROOT
 from livesite import serve
 from markupsafe import escape as markup_escape
 from pydantic import SecretStr
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
+from sqlalchemy import event as sa_event
 from webeditor import PASSWORD, EditorClient, editor_settings, flashes, wait_for
 
 from newsletter import subscribers as subscriber_ops
@@ -705,3 +710,152 @@ def test_stopping_background_sends_records_what_went_and_leaves_the_rest_queued(
     sent = counts[DeliveryStatus.SENT]
     assert 0 < sent < 40 and len(smtp_server.received) == sent
     assert counts[DeliveryStatus.QUEUED] == 40 - sent
+
+
+# ── nothing blocks the server ─────────────────────────────────────────────────
+
+
+class FeedServer:
+    """A JSON Feed over real HTTP that counts its fetches; `gate`, when cleared, holds every
+    fetch until the test sets it (a slow feed, as slow as the test wants)."""
+
+    def __init__(self) -> None:
+        self.fetches = 0
+        self.arrived = threading.Event()
+        self.gate = threading.Event()
+        self.gate.set()
+        feed = {
+            "version": "https://jsonfeed.org/version/1.1",
+            "title": "Harbour News",
+            "items": [
+                {
+                    "id": str(number),
+                    "url": f"https://harbour.example/{number}",
+                    "title": f"Harbour story number {number}",
+                    "content_text": "The council met on Tuesday to discuss the works.",
+                    "date_published": "2026-11-25T08:00:00+01:00",
+                }
+                for number in (1, 2, 3)
+            ],
+        }
+        body = json.dumps(feed).encode()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+                owner.fetches += 1
+                owner.arrived.set()
+                owner.gate.wait(30)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/feed+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/feed.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fed_editor(settings):
+    """An editor logged in to a site whose articles come from a feed."""
+    feed = FeedServer()
+    try:
+        with serve(editor_settings(settings, articles_source=feed.url)) as url:
+            client = EditorClient(url)
+            assert client.login().status_code == 303
+            yield client, feed, url
+            client.close()
+    finally:
+        feed.close()
+
+
+def test_a_feed_is_fetched_once_per_build_and_never_by_a_page_view(fed_editor):
+    client, feed, _ = fed_editor
+    board = client.get("/editor")
+    assert board.status_code == 200 and feed.fetches == 0  # the stored editions and today
+
+    built = client.act(f"{EDITION}/build")
+    assert flashes(built)[0][0] == "ok" and feed.fetches == 1
+
+    for path in ("/editor", EDITION, f"{EDITION}?view=text", f"{EDITION}/html"):
+        assert client.get(path).status_code == 200, path
+    assert client.get(f"{EDITION}/message.eml").status_code == 200
+    assert "Harbour story number 1" in client.get(f"{EDITION}/html").text
+    assert feed.fetches == 1
+
+
+def test_pages_answer_while_a_preview_waits_on_a_slow_feed(fed_editor):
+    client, feed, url = fed_editor
+    feed.gate.clear()  # the next fetch hangs until the test lets it go
+    preview: dict[str, httpx.Response] = {}
+    reader = threading.Thread(target=lambda: preview.update(page=client.get(EDITION)))
+    reader.start()
+    try:
+        assert feed.arrived.wait(20), "the preview never fetched the feed"
+        with httpx.Client(base_url=url, timeout=10, cookies=client.http.cookies) as other:
+            assert other.get("/healthz").status_code == 200
+            assert other.get("/editor").status_code == 200  # the dashboard fetches nothing
+            assert other.get("/editor/subscribers").status_code == 200
+        assert reader.is_alive()  # the preview was still waiting all along
+    finally:
+        feed.gate.set()
+        reader.join(timeout=30)
+    assert preview["page"].status_code == 200
+    assert "Harbour story number 1" in client.get(f"{EDITION}/html").text
+
+
+@pytest.mark.parametrize(
+    ("action", "statement"),
+    [
+        ("/editor/subscribers/unsubscribe", "UPDATE subscribers"),
+        (f"{EDITION}/hold", "UPDATE editions SET status"),
+        (f"{EDITION}/build", "UPDATE editions SET subject"),
+    ],
+    ids=["unsubscribe", "hold", "rebuild"],
+)
+def test_an_action_waiting_on_a_locked_database_holds_up_no_other_page(
+    editor, engine, web_settings, site, action, statement
+):
+    """Another process holds the SQLite write lock; the action's write waits for it (up to
+    the busy timeout) in a thread, while the server goes on answering."""
+    add_people(engine)
+    editor.act(f"{EDITION}/build")
+    token = editor.csrf()
+    arrived = threading.Event()
+
+    def hook(conn, cursor, sql, parameters, context, executemany):  # noqa: ANN001, ARG001
+        if " ".join(sql.split()).startswith(statement):
+            arrived.set()
+
+    database = web_settings.database_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(database, isolation_level=None, timeout=30)
+    holder.execute("BEGIN IMMEDIATE")
+    sa_event.listen(Engine, "before_cursor_execute", hook)  # the server's engine too
+    answered: dict[str, httpx.Response] = {}
+    form = {"confirm": "yes", "csrf_token": token, "email": "ann@example.com"}
+    acting = threading.Thread(target=lambda: answered.update(r=editor.http.post(action, data=form)))
+    acting.start()
+    try:
+        assert arrived.wait(30), "the action never reached the database"
+        with httpx.Client(base_url=site, timeout=10) as other:
+            assert other.get("/healthz").status_code == 200
+            assert other.get("/archive").status_code == 200
+        assert acting.is_alive()  # still waiting for the lock
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        acting.join(timeout=60)
+        sa_event.remove(Engine, "before_cursor_execute", hook)
+    assert answered["r"].status_code == 303
+    assert flashes(editor.get(answered["r"].headers["location"]))[0][0] == "ok"
