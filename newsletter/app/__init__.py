@@ -72,7 +72,6 @@ from newsletter.app.publish import (
     send_edition,
     start_send,
 )
-from newsletter.app.workers import handled
 
 __all__ = [
     "DASHBOARD_DAYS",
@@ -111,7 +110,6 @@ __all__ = [
     "deliver",
     "edition_report",
     "edition_state",
-    "handled",
     "hold",
     "message_parts",
     "plan",

@@ -232,8 +232,8 @@ def _finish(
     engine: Engine, stored: StoredEdition, summary: SendSummary, stop: asyncio.Event, started: float
 ) -> Sent | Stopped:
     """What is left once the loop ended; an edition with nothing left is sent."""
-    summary.stopped = stop.is_set()
     summary.remaining = _left(delivery_store.count_by_status(engine, stored.id))
+    summary.stopped = stop.is_set() and summary.remaining > 0  # a stop after the last: sent
     if summary.remaining == 0:
         edition_store.set_edition_status(engine, stored.id, EditionStatus.SENT)
     summary.elapsed = time.monotonic() - started

@@ -61,7 +61,10 @@ class BackgroundSends:
         date = ready.stored.rendered.date
         run = SendRun(date=date, started_at=dt.datetime.now(dt.UTC))
         run.thread = threading.Thread(
-            target=_send, args=(run, engine, settings, ready), name=f"editor-send-{date}"
+            target=_send,
+            args=(run, engine, settings, ready),
+            name=f"editor-send-{date}",
+            daemon=True,  # a stuck send cannot keep the server from exiting (stop_all waits first)
         )
         self.runs[date] = run
         run.thread.start()
