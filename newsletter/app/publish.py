@@ -122,8 +122,12 @@ async def publish(
     on_progress: Progress | None = None,
     workers: int = 1,
 ) -> PublishOutcome:
-    """Publish a date: build if needed, then send unless held or already sent."""
-    start = prepare_send(engine, settings, date)
+    """Publish a date: build if needed, then send unless held or already sent.
+
+    The build and the checks run in a thread, so the caller's event loop is never
+    held up by the store or the renderer.
+    """
+    start = await asyncio.to_thread(prepare_send, engine, settings, date)
     if not isinstance(start, Ready):
         return start
     stop = stop or asyncio.Event()
@@ -140,7 +144,7 @@ async def send_edition(
     on_result: ProgressCallback | None = None,
     stop: asyncio.Event | None = None,
 ) -> SendSummary:
-    """`start_send` + `deliver` for a stored edition, as a summary (tests and benchmarks).
+    """`start_send` + `deliver` for a stored edition, as a summary (for tests).
 
     A held edition sends nothing (`summary.held`); an edition already sent to
     everyone gives a summary of zeros.
