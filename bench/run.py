@@ -469,7 +469,7 @@ def summarize_profile(path: Path, top: int = 10) -> dict:
     startup = sum(
         cumtime
         for (filename, _, name), (_, _, _, cumtime, _) in raw.items()
-        if filename.endswith("newsletter/cli.py") and name == "<module>"
+        if filename.endswith("newsletter/cli/__init__.py") and name == "<module>"
     )
     network = sum(
         tottime

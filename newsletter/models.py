@@ -19,6 +19,13 @@ class SubscriberStatus(StrEnum):
     BOUNCED = "bounced"
 
 
+class EditionStatus(StrEnum):
+    BUILT = "built"  # rendered and stored; nothing sent yet
+    SENDING = "sending"  # deliveries queued; a send started
+    SENT = "sent"  # every delivery reached a final status
+    HELD = "held"  # an editor chose to skip this day
+
+
 class DeliveryStatus(StrEnum):
     QUEUED = "queued"  # waiting to be claimed by a sender
     SENDING = "sending"  # claimed; handed or about to be handed to the server

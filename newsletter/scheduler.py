@@ -3,95 +3,123 @@
 The job store is what makes downtime safe: the next run time is kept in the
 database, so a scheduler that was down at SEND_TIME finds the missed run when
 it starts again and runs it once (`coalesce`), if it is still within
-MISFIRE_GRACE_TIME. Sending twice is impossible anyway: the job calls the
-same idempotent send as `newsletter send`.
+MISFIRE_GRACE_TIME. Sending twice is impossible anyway: the job is the
+application layer's `publish`, the same idempotent send as `newsletter send`.
+
+What is due, missed or within the grace time is APScheduler's decision, made
+from the job's stored next run time and the clock. Tests drive it by seeding
+that next run time in the job store (a run "missed" ten minutes or two hours
+ago) instead of waiting for the wall clock to pass a send time.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
-import signal
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobEvent
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import Engine
 
+from newsletter.app import (
+    AlreadySent,
+    Held,
+    NoArticles,
+    PublishOutcome,
+    Sent,
+    Stopped,
+    publish,
+    run_stoppable,
+)
 from newsletter.config import Settings, load_settings
 from newsletter.errors import LockedError, NewsletterError
 from newsletter.liveness import holder_id, is_dead
-from newsletter.pipeline import prepare_edition, send_edition
 from newsletter.store.engine import open_engine, utcnow
 from newsletter.store.locks import acquire_lock, heartbeat_lock, release_lock
 
 JOB_ID = "daily-edition"
+EXPIRY_JOB_ID = "expire-signups"
+LOCK_NAME = "scheduler"
+HEARTBEAT_SECONDS = 10.0
+STALE_AFTER = dt.timedelta(seconds=60)
+
 log = logging.getLogger("newsletter.scheduler")
 
+
+@dataclass(frozen=True)
+class _Running:
+    settings: Settings
+    engine: Engine
+
+
+#: The scheduler running in this process, for its jobs (which APScheduler stores by name).
+_running: _Running | None = None
+#: Set by `request_stop` (SIGTERM/SIGINT in `newsletter run`); the running send checks it.
 _stop = threading.Event()
 
 
-# set by SIGTERM/SIGINT; the running send checks it
+def request_stop() -> None:
+    """End `run_scheduler`: a send in progress records what it sent, then stops."""
+    _stop.set()
 
 
-EXPIRY_JOB_ID = "expire-signups"
+def _current() -> _Running:
+    """The running scheduler's settings and engine; from the environment and `.env` when a
+    job runs without one (nothing secret is stored in the job)."""
+    if _running is not None:
+        return _running
+    settings = load_settings()
+    return _Running(settings, open_engine(settings.database_url))
+
+
+def scheduled_send() -> str:
+    """The job: publish today's edition to everyone who has not had it; one line says how."""
+    run = _current()
+    settings = run.settings
+    date = settings.today()
+    outcome = run_stoppable(lambda stop: publish(run.engine, settings, date, stop=stop), _stop)
+    message = describe(date, outcome)
+    log.warning(message)
+    if isinstance(outcome, NoArticles) and settings.fail_on_empty:
+        raise NewsletterError(message, where=settings.articles_source)
+    return message
+
+
+def describe(date: dt.date, outcome: PublishOutcome) -> str:
+    """The log line of one daily run."""
+    match outcome:
+        case NoArticles():
+            return f"no articles for {date}: nothing sent"
+        case Held():
+            return f"edition {date} is on hold: not sent"
+        case AlreadySent():
+            return f"edition {date} was already sent to every active subscriber"
+        case Sent(summary=summary) | Stopped(summary=summary):
+            line = (
+                f"edition {date}: sent {summary.sent}, failed {summary.failed}, "
+                f"skipped {summary.skipped}, still queued {summary.remaining} "
+                f"in {summary.elapsed:.1f}s"
+            )
+            return line + ("; stopped early" if isinstance(outcome, Stopped) else "")
 
 
 def expire_signups() -> int:
     """Hourly: forget sign-ups never confirmed within SIGNUP_EXPIRY_HOURS."""
     from newsletter.signup import expire_pending, signup_expiry
 
-    settings = load_settings()
-    return expire_pending(open_engine(settings.database_url), signup_expiry(settings))
+    run = _current()
+    return expire_pending(run.engine, signup_expiry(run.settings))
 
 
 def daily_trigger(settings: Settings) -> CronTrigger:
     hour, minute, second = settings.send_clock
     return CronTrigger(hour=hour, minute=minute, second=second, timezone=settings.zone)
-
-
-def scheduled_send() -> str:
-    """The job: today's edition to everyone who has not had it. Settings come from the
-    environment and `.env`, like every command, so nothing secret is stored in the job."""
-    settings = load_settings()
-    engine = open_engine(settings.database_url)
-    date = settings.today()
-    prepared = prepare_edition(engine, settings, date)
-    if prepared is None:
-        message = f"no articles for {date}: nothing sent"
-        log.warning(message)
-        if settings.fail_on_empty:
-            raise NewsletterError(message, where=settings.articles_source)
-        return message
-    summary = asyncio.run(_send_until_stopped(engine, settings, prepared.stored))
-    if summary.held:
-        message = f"edition {date} is on hold: not sent"
-        log.warning(message)
-        return message
-    message = (
-        f"edition {date}: sent {summary.sent}, failed {summary.failed}, "
-        f"skipped {summary.skipped}, still queued {summary.remaining} "
-        f"in {summary.elapsed:.1f}s"
-    )
-    log.warning(message)
-    return message
-
-
-async def _send_until_stopped(engine, settings, stored):  # noqa: ANN001, ANN202
-    stop = asyncio.Event()
-
-    async def watch() -> None:
-        while not _stop.is_set():
-            await asyncio.sleep(0.2)
-        stop.set()
-
-    watcher = asyncio.create_task(watch())
-    try:
-        return await send_edition(engine, settings, stored, stop=stop)
-    finally:
-        watcher.cancel()
 
 
 def build_scheduler(settings: Settings) -> BackgroundScheduler:
@@ -107,23 +135,48 @@ def build_scheduler(settings: Settings) -> BackgroundScheduler:
     )
 
 
+@contextmanager
+def job_store(settings: Settings) -> Iterator[BackgroundScheduler]:
+    """A paused scheduler on the stored jobs, to read or change them without running any.
+
+    APScheduler 3 processes due jobs once more when a scheduler shuts down (its
+    loop wakes after the state is already "stopped"): a run due then would be
+    submitted to a closed executor and moved on to tomorrow, lost. Detaching the
+    job store first leaves it stored for the next real start.
+    """
+    scheduler = build_scheduler(settings)
+    scheduler.start(paused=True)
+    try:
+        yield scheduler
+    finally:
+        _shut_down(scheduler, wait=False)
+
+
+def _shut_down(scheduler: BackgroundScheduler, *, wait: bool) -> None:
+    scheduler.remove_jobstore("default")  # no job is taken from it while shutting down
+    scheduler.shutdown(wait=wait)
+
+
 def ensure_job(scheduler: BackgroundScheduler, settings: Settings) -> None:
     """Add the daily job once; keep a stored one (and its missed run) across restarts.
 
     Replacing the stored job would recompute its next run from now and lose a
-    run missed during downtime, so only a changed send time or zone replaces it.
+    run missed during downtime, so only a changed send time or zone replaces
+    it. A changed MISFIRE_GRACE_TIME is applied to the stored job (it keeps its
+    own copy), without touching its next run.
     """
     trigger = daily_trigger(settings)
     job = scheduler.get_job(JOB_ID)
-    if job is not None and str(job.trigger) == str(trigger):
+    if job is None:
+        scheduler.add_job(
+            "newsletter.scheduler:scheduled_send", trigger=trigger, id=JOB_ID, name="daily edition"
+        )
         return
-    if job is not None:
+    if job.misfire_grace_time != settings.misfire_grace_time:
+        scheduler.modify_job(JOB_ID, misfire_grace_time=settings.misfire_grace_time)
+    if str(job.trigger) != str(trigger):
         log.warning("send time changed to %s %s", settings.send_time, settings.timezone)
         scheduler.reschedule_job(JOB_ID, trigger=trigger)
-        return
-    scheduler.add_job(
-        "newsletter.scheduler:scheduled_send", trigger=trigger, id=JOB_ID, name="daily edition"
-    )
 
 
 def ensure_expiry_job(scheduler: BackgroundScheduler) -> None:
@@ -137,22 +190,21 @@ def ensure_expiry_job(scheduler: BackgroundScheduler) -> None:
         )
 
 
-LOCK_NAME = "scheduler"
-HEARTBEAT_SECONDS = 10.0
-STALE_AFTER = dt.timedelta(seconds=60)
-
-
-def run_scheduler(settings: Settings, *, on_started=None, on_event=None) -> None:  # noqa: ANN001
-    """Run until SIGTERM/SIGINT; a send in progress records what it sent, then stops.
+def run_scheduler(
+    settings: Settings,
+    *,
+    on_started: Callable[[dt.datetime], None] | None = None,
+    on_event: Callable[[JobEvent], None] | None = None,
+) -> None:
+    """Run until `request_stop`; a send in progress records what it sent, then stops.
 
     Only one scheduler may run per database: a second one is refused with a
     message naming the first, so a day's edition can never be started twice by
     two schedulers (the send itself would not double anyway; this keeps the
     logs and the job store sane).
     """
+    global _running
     _stop.clear()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: _stop.set())
     engine = open_engine(settings.database_url)
     me = holder_id()
     holder = acquire_lock(engine, LOCK_NAME, me, stale_after=STALE_AFTER, holder_is_dead=is_dead)
@@ -165,6 +217,7 @@ def run_scheduler(settings: Settings, *, on_started=None, on_event=None) -> None
             hint="stop it first (one scheduler per database); if it died, its lock is taken "
             f"over {STALE_AFTER.seconds}s after its last heartbeat",
         )
+    _running = _Running(settings, engine)
     scheduler = build_scheduler(settings)
     if on_event is not None:
         scheduler.add_listener(on_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
@@ -173,31 +226,23 @@ def run_scheduler(settings: Settings, *, on_started=None, on_event=None) -> None
         scheduler.start(paused=True)
         ensure_job(scheduler, settings)
         ensure_expiry_job(scheduler)
-        scheduler.resume()
         if on_started is not None:
             on_started(scheduler.get_job(JOB_ID).next_run_time)
+        scheduler.resume()
         while not _stop.wait(HEARTBEAT_SECONDS):
             if not heartbeat_lock(engine, LOCK_NAME, me):
                 log.error("the scheduler lock was taken by another process; stopping")
                 _stop.set()
     finally:
         if scheduler.running:
-            scheduler.shutdown(wait=True)
+            _shut_down(scheduler, wait=True)  # a send in progress ends first
+        _running = None
         release_lock(engine, LOCK_NAME, me)
 
 
-def next_run_time(settings: Settings):  # noqa: ANN201
-    """When the stored daily job runs next (None when no job is stored yet)."""
-    scheduler = build_scheduler(settings)
-    scheduler.start(paused=True)
-    try:
-        job = scheduler.get_job(JOB_ID)
-        return job.next_run_time if job else None
-    finally:
-        scheduler.shutdown(wait=False)
-
-
 def _log_event(event: JobEvent) -> None:
+    if event.job_id != JOB_ID and not getattr(event, "exception", None):
+        return  # the hourly sign-up expiry says nothing when it works
     if event.code == EVENT_JOB_MISSED:
         log.warning("missed the daily run at %s (outside the grace time)", event.scheduled_run_time)
     elif getattr(event, "exception", None):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -9,7 +11,11 @@ import pytest
 import typer.main
 from conftest import Cli
 
+from newsletter import app as core
+from newsletter import subscribers as subscriber_ops
 from newsletter.cli import app
+from newsletter.models import EditionStatus
+from newsletter.store import editions as edition_store
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = "2026-11-25"
@@ -171,3 +177,43 @@ def test_inbound_unsubscribes_from_a_mailto_message_on_stdin(cli_env):
         [*cli_env.command, "inbound"], input=forged, env=dict(cli_env), capture_output=True
     )
     assert result.returncode == 1
+
+
+def test_dry_run_counts_sent_failed_and_skipped_as_already_handled(
+    cli_env, settings, engine, smtp_server
+):
+    """One definition of "already handled" (a final status), the same as the progress bar's."""
+    for email in ("ann@example.com", "bob@example.com", "cleo@example.com"):
+        subscriber_ops.add_subscriber(engine, email)
+    ready = core.prepare_send(engine, settings, dt.date(2026, 11, 25))
+    subscriber_ops.unsubscribe(engine, "cleo@example.com")  # queued, then skipped at claim
+    asyncio.run(core.deliver(engine, settings, ready, stop=asyncio.Event()))
+    subscriber_ops.add_subscriber(engine, "dan@example.com")
+    shared = Cli(cli_env, NEWSLETTER_DATABASE_URL=settings.database_url)
+
+    result = newsletter(shared, "send", "--date", DAY, "--dry-run")
+
+    assert (
+        f"dry run: 3 active subscribers, 3 already handled for {DAY}, 1 would get it now; "
+        "nothing sent"
+    ) in result.stdout
+    assert len(smtp_server.received) == 2
+
+
+def test_preview_and_send_use_the_stored_edition_and_a_refused_rebuild_stops(
+    cli_env, settings, engine, articles_dir, tmp_path
+):
+    stored = core.prepare_edition(engine, settings, dt.date(2026, 11, 25)).stored
+    lead = sorted((articles_dir / DAY).iterdir())[0]
+    lead.write_text(lead.read_text().replace("Porto", "Lisbon"))  # the source moves on
+    shared = Cli(cli_env, NEWSLETTER_DATABASE_URL=settings.database_url)
+
+    shown = newsletter(shared, "preview", "--date", DAY, "--output", str(tmp_path / "p"))
+    assert f"subject: {stored.rendered.subject}" in shown.stdout and "Porto" in shown.stdout
+    assert "the articles changed since this edition was built" in shown.stderr
+
+    edition_store.set_edition_status(engine, stored.id, EditionStatus.SENDING)
+    refused = newsletter(shared, "send", "--date", DAY, "--rebuild", check=False)
+    assert refused.returncode == 1
+    assert f"--rebuild: the edition of {DAY} is already sending" in refused.stderr
+    assert "Traceback" not in refused.stderr

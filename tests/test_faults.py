@@ -16,10 +16,10 @@ from aiosmtpd.controller import Controller
 from faultsmtp import Fault, FaultPlan, FaultServer
 
 from newsletter import subscribers as subscriber_ops
+from newsletter.app import prepare_edition, send_edition
 from newsletter.capture import free_port
 from newsletter.errors import DeliveryError
 from newsletter.models import DeliveryStatus, SubscriberStatus
-from newsletter.pipeline import prepare_edition, send_edition
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import subscribers as subscriber_store
 

@@ -17,10 +17,10 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from newsletter import subscribers as subscriber_ops
+from newsletter.app import prepare_edition, send_edition
 from newsletter.errors import InputError
 from newsletter.inbound import InboundStatus, process_maildir, process_message, process_stream
 from newsletter.models import SubscriberStatus
-from newsletter.pipeline import prepare_edition, send_edition
 from newsletter.store import subscribers as subscriber_store
 from newsletter.tokens import Purpose, Signer
 

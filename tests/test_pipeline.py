@@ -12,11 +12,11 @@ from aiosmtpd.controller import Controller
 from conftest import spam_score
 
 from newsletter import subscribers as subscriber_ops
+from newsletter.app import Held, NoArticles, prepare_edition, publish, send_edition, send_test
 from newsletter.capture import free_port
 from newsletter.delivery import RateLimiter
 from newsletter.errors import DeliveryError, RenderError
 from newsletter.models import DeliveryStatus, SubscriberStatus
-from newsletter.pipeline import prepare_edition, send_edition, send_test
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import editions as edition_store
 from newsletter.store.schema import test_sends
@@ -135,7 +135,7 @@ def test_an_unsubscribe_before_the_send_is_skipped(engine, settings, smtp_server
 
 def test_no_articles_means_no_edition(engine, settings, smtp_server):
     add_people(engine)
-    assert prepare_edition(engine, settings, dt.date(2020, 1, 1)) is None
+    assert prepare_edition(engine, settings, dt.date(2020, 1, 1)) == NoArticles(dt.date(2020, 1, 1))
     assert edition_store.get_edition(engine, dt.date(2020, 1, 1)) is None
     assert smtp_server.received == []
 
@@ -161,8 +161,8 @@ def test_a_template_error_stops_everything_before_a_send(engine, settings, smtp_
 def test_test_send_goes_to_any_address_and_is_recorded_apart(engine, settings, smtp_server):
     add_people(engine, PEOPLE[:1])
     prepared = prepare_edition(engine, settings, DAY)
-    result = asyncio.run(send_test(engine, settings, prepared.stored, "editor@elsewhere.example"))
-    assert result.outcome.value == "sent"
+    outcome = asyncio.run(send_test(engine, settings, DAY, "editor@elsewhere.example"))
+    assert outcome.stored == prepared.stored and outcome.result.outcome.value == "sent"
     assert smtp_server.recipients() == ["editor@elsewhere.example"]
     counts = delivery_store.count_by_status(engine, prepared.stored.id)
     assert sum(counts.values()) == 0  # not a subscriber delivery
@@ -332,6 +332,8 @@ def test_an_edition_on_hold_is_not_sent(engine, settings, smtp_server):
     add_people(engine)
     prepared = prepare_edition(engine, settings, DAY)
     edition_store.set_edition_status(engine, prepared.stored.id, edition_store.EditionStatus.HELD)
+    outcome = asyncio.run(publish(engine, settings, DAY))
+    assert isinstance(outcome, Held) and outcome.stored.id == prepared.stored.id
     summary = asyncio.run(send_edition(engine, settings, prepared.stored))
     assert summary.held and summary.sent == 0
     assert smtp_server.received == []

@@ -12,8 +12,8 @@ from conftest import Cli
 from pgserver import create_database, postgres_cluster
 
 from newsletter import subscribers as subscriber_ops
+from newsletter.app import prepare_edition, send_edition
 from newsletter.models import DeliveryStatus
-from newsletter.pipeline import prepare_edition, send_edition
 from newsletter.store import deliveries as delivery_store
 from newsletter.store.engine import open_engine
 

@@ -13,10 +13,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 
 from newsletter import subscribers as subscriber_ops
+from newsletter.app import prepare_edition, send_edition
 from newsletter.capture import free_port
 from newsletter.errors import DeliveryError
 from newsletter.models import DeliveryStatus
-from newsletter.pipeline import prepare_edition, send_edition
 from newsletter.store import deliveries as delivery_store
 
 DAY = dt.date(2026, 11, 25)

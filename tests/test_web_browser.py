@@ -14,10 +14,10 @@ import livesite
 import pytest
 
 from newsletter import subscribers as subscriber_ops
+from newsletter.app import prepare_edition, send_edition
 from newsletter.capture import free_port
 from newsletter.config import Settings
 from newsletter.models import SubscriberStatus
-from newsletter.pipeline import prepare_edition, send_edition
 from newsletter.store import subscribers as subscriber_store
 
 READER = "reader@example.com"

@@ -15,22 +15,27 @@ import json
 import logging
 import re
 import shutil
+import sqlite3
+import threading
 from email import message_from_bytes, policy
 from html import unescape
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 from conftest import ROOT
 from livesite import serve
 from markupsafe import escape as markup_escape
 from pydantic import SecretStr
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
+from sqlalchemy import event as sa_event
 from webeditor import PASSWORD, EditorClient, editor_settings, flashes, wait_for
 
 from newsletter import subscribers as subscriber_ops
+from newsletter.app import SAMPLE_RECIPIENT, Ready, message_parts, prepare_send, render_fresh
 from newsletter.capture import free_port
 from newsletter.compose import compose_message
 from newsletter.models import DeliveryStatus, SubscriberStatus
-from newsletter.pipeline import build_preview, prepare_edition
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import editions as edition_store
 from newsletter.store import subscribers as subscriber_store
@@ -38,7 +43,6 @@ from newsletter.store.editions import EditionStatus
 from newsletter.store.schema import deliveries, test_sends
 from newsletter.tokens import Purpose, Signer
 from newsletter.web.editor import BackgroundSends
-from newsletter.web.editor_data import SAMPLE_RECIPIENT, message_parts
 from newsletter.web.security import hash_password
 
 DAY = dt.date(2026, 11, 25)
@@ -272,8 +276,10 @@ def test_dashboard_lists_dates_newest_first_with_counts_and_status(
     editor, engine, articles_dir, smtp_server
 ):
     (articles_dir / "2026-11-24" / "99-notes.rtf").write_text("{\\rtf1 not an article}")
+    (articles_dir / "2026-11-22").mkdir()  # a day folder nobody built
     add_people(engine)
     editor.act(f"/editor/edition/{DAY}/hold")
+    editor.act("/editor/edition/2026-11-24/build")
     editor.act("/editor/edition/2026-11-23/send")
     wait_for(lambda: status_of(engine, dt.date(2026, 11, 23)) is EditionStatus.SENT)
 
@@ -283,14 +289,35 @@ def test_dashboard_lists_dates_newest_first_with_counts_and_status(
     rows = re.findall(
         r"<tr[^>]*>\s*<td><a href=\"/editor/edition/([\d-]+)\">(.*?)</tr>", page.text, re.S
     )
-    assert [date for date, _ in rows] == ["2026-11-25", "2026-11-24", "2026-11-23"]
+    assert [date for date, _ in rows] == ["2026-11-25", "2026-11-24", "2026-11-23", "2026-11-22"]
     cells = {date: re.findall(r"<td[^>]*>(.*?)</td>", "<td>" + rest, re.S) for date, rest in rows}
     assert 'class="badge held"' in cells["2026-11-25"][3]
-    assert 'class="badge none"' in cells["2026-11-24"][3]
-    assert 'class="error">1<' in cells["2026-11-24"][2]  # one skipped file
-    assert cells["2026-11-24"][1].strip() == "5"  # articles in the source
+    assert 'class="badge built"' in cells["2026-11-24"][3]
+    assert 'class="error">1<' in cells["2026-11-24"][2]  # one skipped file, kept with the edition
+    assert cells["2026-11-24"][1].strip() == "5"  # articles in the stored edition
     assert 'class="badge sent"' in cells["2026-11-23"][3]
     assert cells["2026-11-23"][4].strip() == str(len(PEOPLE))  # delivered
+    assert 'class="badge none">not built<' in cells["2026-11-22"][3]
+    assert cells["2026-11-22"][1].strip() == "–" and cells["2026-11-22"][2].strip() == "–"
+
+
+def test_dashboard_and_a_stored_preview_never_read_the_articles_again(editor, engine, articles_dir):
+    """What the build found is stored with the edition: a page view reads no article file."""
+    editor.act(f"{EDITION}/build")
+    folder = articles_dir / DAY.isoformat()
+    (folder / "99-broken.json").write_text("{not json")  # the source moves on after the build
+    lead = sorted(folder.iterdir())[0]
+    lead.write_text(lead.read_text().replace("Porto", "Lisbon"))
+
+    board = editor.get("/editor")
+    page = editor.get(EDITION)
+
+    row = re.search(rf'href="{EDITION}">(.*?)</tr>', board.text, re.S).group(1)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", "<td>" + row, re.S)
+    assert cells[1].strip() == "5" and cells[2].strip() == "0"  # as built, not as now
+    assert "99-broken.json" not in page.text  # a skipped file is only what the build skipped
+    assert "the articles changed since this edition was built" in page.text
+    assert "Lisbon" not in page.text
 
 
 def test_dashboard_survives_a_missing_articles_directory(settings, engine):
@@ -309,7 +336,7 @@ def test_dashboard_survives_a_missing_articles_directory(settings, engine):
 
 def test_preview_is_the_message_compose_message_makes(editor, web_settings):
     expected = compose_message(
-        build_preview(web_settings, DAY).rendered, web_settings, SAMPLE_RECIPIENT
+        render_fresh(web_settings, DAY).rendered, web_settings, SAMPLE_RECIPIENT
     )
     message = message_from_bytes(expected, policy=policy.default)
     html, text = message_parts(message)
@@ -669,21 +696,166 @@ def test_stopping_background_sends_records_what_went_and_leaves_the_rest_queued(
     for number in range(40):
         subscriber_ops.add_subscriber(engine, f"reader{number}@example.com")
     slow = settings.model_copy(update={"rate_limit": 10.0})
-    prepared = prepare_edition(engine, slow, DAY)
-    assert prepared is not None
+    ready = prepare_send(engine, slow, DAY)
+    assert isinstance(ready, Ready)
 
-    async def send_then_stop():
-        sends = BackgroundSends()
-        run = sends.start(engine, slow, prepared.stored)
-        await asyncio.sleep(0.5)
-        assert sends.running(DAY)
-        await sends.stop_all(timeout=10)
-        return run
-
-    run = asyncio.run(send_then_stop())
+    sends = BackgroundSends()
+    run = sends.start(engine, slow, ready)
+    wait_for(lambda: len(smtp_server.received) >= 3)  # under way
+    assert sends.running(DAY)
+    asyncio.run(sends.stop_all(timeout=10))
 
     assert not run.running and run.result is not None and "stopped early" in run.result
-    counts = delivery_store.count_by_status(engine, prepared.stored.id)
+    counts = delivery_store.count_by_status(engine, ready.stored.id)
     sent = counts[DeliveryStatus.SENT]
     assert 0 < sent < 40 and len(smtp_server.received) == sent
     assert counts[DeliveryStatus.QUEUED] == 40 - sent
+
+
+# ── nothing blocks the server ─────────────────────────────────────────────────
+
+
+class FeedServer:
+    """A JSON Feed over real HTTP that counts its fetches; `gate`, when cleared, holds every
+    fetch until the test sets it (a slow feed, as slow as the test wants)."""
+
+    def __init__(self) -> None:
+        self.fetches = 0
+        self.arrived = threading.Event()
+        self.gate = threading.Event()
+        self.gate.set()
+        feed = {
+            "version": "https://jsonfeed.org/version/1.1",
+            "title": "Harbour News",
+            "items": [
+                {
+                    "id": str(number),
+                    "url": f"https://harbour.example/{number}",
+                    "title": f"Harbour story number {number}",
+                    "content_text": "The council met on Tuesday to discuss the works.",
+                    "date_published": "2026-11-25T08:00:00+01:00",
+                }
+                for number in (1, 2, 3)
+            ],
+        }
+        body = json.dumps(feed).encode()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+                owner.fetches += 1
+                owner.arrived.set()
+                owner.gate.wait(30)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/feed+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/feed.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fed_editor(settings):
+    """An editor logged in to a site whose articles come from a feed."""
+    feed = FeedServer()
+    try:
+        with serve(editor_settings(settings, articles_source=feed.url)) as url:
+            client = EditorClient(url)
+            assert client.login().status_code == 303
+            yield client, feed, url
+            client.close()
+    finally:
+        feed.close()
+
+
+def test_a_feed_is_fetched_once_per_build_and_never_by_a_page_view(fed_editor):
+    client, feed, _ = fed_editor
+    board = client.get("/editor")
+    assert board.status_code == 200 and feed.fetches == 0  # the stored editions and today
+
+    built = client.act(f"{EDITION}/build")
+    assert flashes(built)[0][0] == "ok" and feed.fetches == 1
+
+    for path in ("/editor", EDITION, f"{EDITION}?view=text", f"{EDITION}/html"):
+        assert client.get(path).status_code == 200, path
+    assert client.get(f"{EDITION}/message.eml").status_code == 200
+    assert "Harbour story number 1" in client.get(f"{EDITION}/html").text
+    assert feed.fetches == 1
+
+
+def test_pages_answer_while_a_preview_waits_on_a_slow_feed(fed_editor):
+    client, feed, url = fed_editor
+    feed.gate.clear()  # the next fetch hangs until the test lets it go
+    preview: dict[str, httpx.Response] = {}
+    reader = threading.Thread(target=lambda: preview.update(page=client.get(EDITION)))
+    reader.start()
+    try:
+        assert feed.arrived.wait(20), "the preview never fetched the feed"
+        with httpx.Client(base_url=url, timeout=10, cookies=client.http.cookies) as other:
+            assert other.get("/healthz").status_code == 200
+            assert other.get("/editor").status_code == 200  # the dashboard fetches nothing
+            assert other.get("/editor/subscribers").status_code == 200
+        assert reader.is_alive()  # the preview was still waiting all along
+    finally:
+        feed.gate.set()
+        reader.join(timeout=30)
+    assert preview["page"].status_code == 200
+    assert "Harbour story number 1" in client.get(f"{EDITION}/html").text
+
+
+@pytest.mark.parametrize(
+    ("action", "statement"),
+    [
+        ("/editor/subscribers/unsubscribe", "UPDATE subscribers"),
+        (f"{EDITION}/hold", "UPDATE editions SET status"),
+        (f"{EDITION}/build", "UPDATE editions SET subject"),
+    ],
+    ids=["unsubscribe", "hold", "rebuild"],
+)
+def test_an_action_waiting_on_a_locked_database_holds_up_no_other_page(
+    editor, engine, web_settings, site, action, statement
+):
+    """Another process holds the SQLite write lock; the action's write waits for it (up to
+    the busy timeout) in a thread, while the server goes on answering."""
+    add_people(engine)
+    editor.act(f"{EDITION}/build")
+    token = editor.csrf()
+    arrived = threading.Event()
+
+    def hook(conn, cursor, sql, parameters, context, executemany):  # noqa: ANN001, ARG001
+        if " ".join(sql.split()).startswith(statement):
+            arrived.set()
+
+    database = web_settings.database_url.removeprefix("sqlite:///")
+    holder = sqlite3.connect(database, isolation_level=None, timeout=30)
+    holder.execute("BEGIN IMMEDIATE")
+    sa_event.listen(Engine, "before_cursor_execute", hook)  # the server's engine too
+    answered: dict[str, httpx.Response] = {}
+    form = {"confirm": "yes", "csrf_token": token, "email": "ann@example.com"}
+    acting = threading.Thread(target=lambda: answered.update(r=editor.http.post(action, data=form)))
+    acting.start()
+    try:
+        assert arrived.wait(30), "the action never reached the database"
+        with httpx.Client(base_url=site, timeout=10) as other:
+            assert other.get("/healthz").status_code == 200
+            assert other.get("/archive").status_code == 200
+        assert acting.is_alive()  # still waiting for the lock
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        acting.join(timeout=60)
+        sa_event.remove(Engine, "before_cursor_execute", hook)
+    assert answered["r"].status_code == 303
+    assert flashes(editor.get(answered["r"].headers["location"]))[0][0] == "ok"

@@ -21,9 +21,9 @@ from sqlalchemy import create_engine, select, update
 from starlette.testclient import TestClient
 
 from newsletter import subscribers as subscriber_ops
+from newsletter.app import prepare_edition, send_edition
 from newsletter.capture import free_port
 from newsletter.models import SubscriberStatus
-from newsletter.pipeline import prepare_edition, send_edition
 from newsletter.scheduler import LOCK_NAME, STALE_AFTER
 from newsletter.signup import expire_pending
 from newsletter.store import editions as edition_store

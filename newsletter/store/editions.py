@@ -2,27 +2,47 @@
 
 An edition is stored with its rendered HTML and text the first time it is
 built, and never re-rendered after its first message went out: the archive, a
-resend and a late subscriber all get the same bytes.
+resend and a late subscriber all get the same bytes. What the build found
+besides the articles (render-time warnings, skipped files, a fingerprint of the
+source) is stored with it, so nothing has to read the source again to show it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from newsletter.models import RenderedEdition
+from newsletter.models import (
+    DeliveryStatus,
+    EditionStatus,
+    RenderedEdition,
+    SkippedFile,
+    SubscriberStatus,
+)
 from newsletter.store.engine import utcnow
-from newsletter.store.schema import deliveries, editions
+from newsletter.store.schema import deliveries, editions, subscribers
 
+__all__ = [
+    "Audience",
+    "EditionStatus",  # kept importable from here; defined in models.py with every status
+    "StoredEdition",
+    "audience",
+    "change_edition_status",
+    "get_edition",
+    "insert_edition",
+    "list_editions",
+    "replace_edition",
+    "set_edition_status",
+]
 
-class EditionStatus(StrEnum):
-    BUILT = "built"  # rendered and stored; nothing sent yet
-    SENDING = "sending"  # deliveries queued; a send started
-    SENT = "sent"  # every delivery reached a final status
-    HELD = "held"  # an editor chose to skip this day
+#: Delivery statuses a row never leaves: the subscriber has been handled for this edition.
+HANDLED = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -30,9 +50,12 @@ class StoredEdition:
     id: int
     status: EditionStatus
     article_count: int
-    rendered: RenderedEdition
+    rendered: RenderedEdition  # its `warnings` are the ones stored at build time
     created_at: dt.datetime
     sent_at: dt.datetime | None
+    #: Files the source skipped when this was built; None when built before they were kept.
+    skipped: tuple[SkippedFile, ...] | None = ()
+    source_stamp: str | None = None
 
 
 def get_edition(engine: Engine, date: dt.date) -> StoredEdition | None:
@@ -42,32 +65,51 @@ def get_edition(engine: Engine, date: dt.date) -> StoredEdition | None:
     return _stored(row) if row else None
 
 
-def insert_edition(engine: Engine, rendered: RenderedEdition, article_count: int) -> StoredEdition:
-    """Store a freshly rendered edition; if another process stored one first, keep theirs."""
+def insert_edition(
+    engine: Engine,
+    rendered: RenderedEdition,
+    article_count: int,
+    *,
+    skipped: Sequence[SkippedFile] = (),
+    source_stamp: str | None = None,
+) -> tuple[StoredEdition, bool]:
+    """Store a freshly rendered edition; if another builder stored one first, keep theirs.
+
+    Returns the stored edition and whether it is this one. INSERT … ON CONFLICT
+    (date) DO NOTHING, then read the row: two builders at once (the scheduler and
+    an editor's click, two `send --workers`) both get the one stored edition, and
+    neither an IntegrityError. A SELECT first cannot settle it: both would see no
+    row, and the second INSERT would hit the unique date.
+    """
+    values = {
+        **_content(rendered, article_count, skipped, source_stamp),
+        "date": rendered.date,
+        "status": EditionStatus.BUILT.value,
+        "created_at": utcnow(),
+    }
+    dialect_insert = postgresql_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        dialect_insert(editions)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["date"])
+        .returning(editions.c.id)
+    )
     with engine.begin() as conn:
-        existing = conn.execute(
-            select(editions.c.id).where(editions.c.date == rendered.date)
-        ).first()
-        if existing is None:
-            conn.execute(
-                insert(editions).values(
-                    date=rendered.date,
-                    subject=rendered.subject,
-                    preheader=rendered.preheader,
-                    html=rendered.html,
-                    text=rendered.text,
-                    slot_token=rendered.slot_token,
-                    article_count=article_count,
-                    status=EditionStatus.BUILT,
-                    created_at=utcnow(),
-                )
-            )
+        inserted = conn.execute(statement).first() is not None
     stored = get_edition(engine, rendered.date)
-    assert stored is not None
-    return stored
+    assert stored is not None  # ours, or the one that won the race; editions are never deleted
+    return stored, inserted
 
 
-def replace_edition(engine: Engine, edition_id: int, rendered: RenderedEdition, count: int) -> bool:
+def replace_edition(
+    engine: Engine,
+    edition_id: int,
+    rendered: RenderedEdition,
+    count: int,
+    *,
+    skipped: Sequence[SkippedFile] = (),
+    source_stamp: str | None = None,
+) -> bool:
     """An editor's rebuild: new content for an edition nobody has been sent; True if replaced.
 
     A held edition may be rebuilt too (an editor holds a bad day, fixes the
@@ -80,14 +122,7 @@ def replace_edition(engine: Engine, edition_id: int, rendered: RenderedEdition, 
             editions.c.id == edition_id,
             editions.c.status.in_([EditionStatus.BUILT.value, EditionStatus.HELD.value]),
         )
-        .values(
-            subject=rendered.subject,
-            preheader=rendered.preheader,
-            html=rendered.html,
-            text=rendered.text,
-            slot_token=rendered.slot_token,
-            article_count=count,
-        )
+        .values(**_content(rendered, count, skipped, source_stamp))
     )
     with engine.begin() as conn:
         return (conn.execute(statement).rowcount or 0) > 0
@@ -138,13 +173,71 @@ def list_editions(engine: Engine, limit: int = 30) -> list[tuple[StoredEdition, 
     return [(_stored(row), row["deliveries"]) for row in rows]
 
 
+@dataclass(frozen=True)
+class Audience:
+    """Who an edition is for right now (the dry run's numbers)."""
+
+    active: int  # active subscribers
+    handled: int  # delivery rows in a final status: sent, failed or skipped
+    to_send: int  # active subscribers not handled yet: who a send now would reach
+
+
+def audience(engine: Engine, edition_id: int | None) -> Audience:
+    """Count an edition's audience in one place, so every front end says the same.
+
+    `edition_id` None: an edition not stored yet, which nobody has had.
+    """
+    active = select(func.count()).where(subscribers.c.status == SubscriberStatus.ACTIVE)
+    with engine.connect() as conn:
+        if edition_id is None:
+            count = conn.execute(active).scalar_one()
+            return Audience(active=count, handled=0, to_send=count)
+        final = [status.value for status in HANDLED]
+        handled = conn.execute(
+            select(func.count()).where(
+                deliveries.c.edition_id == edition_id, deliveries.c.status.in_(final)
+            )
+        ).scalar_one()
+        done_with = exists().where(
+            deliveries.c.edition_id == edition_id,
+            deliveries.c.subscriber_id == subscribers.c.id,
+            deliveries.c.status.in_(final),
+        )
+        to_send = conn.execute(active.where(~done_with)).scalar_one()
+        return Audience(active=conn.execute(active).scalar_one(), handled=handled, to_send=to_send)
+
+
+def _content(
+    rendered: RenderedEdition,
+    article_count: int,
+    skipped: Sequence[SkippedFile],
+    source_stamp: str | None,
+) -> dict[str, object]:
+    return {
+        "subject": rendered.subject,
+        "preheader": rendered.preheader,
+        "html": rendered.html,
+        "text": rendered.text,
+        "slot_token": rendered.slot_token,
+        "article_count": article_count,
+        "warnings": json.dumps(list(rendered.warnings)),
+        "skipped": json.dumps([[item.origin, item.reason] for item in skipped]),
+        "source_stamp": source_stamp,
+    }
+
+
 def _stored(row) -> StoredEdition:  # noqa: ANN001 (a SQLAlchemy RowMapping)
+    skipped = row["skipped"]
     return StoredEdition(
         id=row["id"],
         status=EditionStatus(row["status"]),
         article_count=row["article_count"],
         created_at=row["created_at"],
         sent_at=row["sent_at"],
+        skipped=None
+        if skipped is None
+        else tuple(SkippedFile(origin, reason) for origin, reason in json.loads(skipped)),
+        source_stamp=row["source_stamp"],
         rendered=RenderedEdition(
             date=row["date"],
             subject=row["subject"],
@@ -152,5 +245,6 @@ def _stored(row) -> StoredEdition:  # noqa: ANN001 (a SQLAlchemy RowMapping)
             html=row["html"],
             text=row["text"],
             slot_token=row["slot_token"],
+            warnings=tuple(json.loads(row["warnings"] or "[]")),
         ),
     )

@@ -1,21 +1,19 @@
-"""Queries only the editor's pages need: the dashboard's overview, status changes that
-must not race a send, an unsent edition's rebuild, and the test-send history.
+"""Queries only the editor's pages need: the dashboard's overview of the stored editions
+(without their HTML and text) and the test-send history.
 
-The status changes are compare-and-set (`UPDATE … WHERE status = expected`): the
-scheduler or `newsletter send` in another process may start sending an edition at
-any moment, and an editor's "hold" must then fail loudly instead of landing on an
-edition that is already going out.
+The status changes an editor makes (hold, un-hold, rebuild) are the compare-and-set
+ones in `editions.py`, made through the application layer (`newsletter.app`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, func, select
 
-from newsletter.models import DeliveryStatus
-from newsletter.store.editions import EditionStatus
+from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.store.schema import deliveries, editions, test_sends
 
 
@@ -28,6 +26,7 @@ class EditionSummary:
     status: EditionStatus
     subject: str
     article_count: int
+    skipped: int | None  # files the source skipped at build time (None: built before kept)
     sent_at: dt.datetime | None
     deliveries: dict[DeliveryStatus, int]
 
@@ -42,6 +41,7 @@ def edition_summaries(engine: Engine, limit: int = 60) -> list[EditionSummary]:
                 editions.c.status,
                 editions.c.subject,
                 editions.c.article_count,
+                editions.c.skipped,
                 editions.c.sent_at,
             )
             .order_by(editions.c.date.desc())
@@ -65,6 +65,7 @@ def edition_summaries(engine: Engine, limit: int = 60) -> list[EditionSummary]:
             status=EditionStatus(row.status),
             subject=row.subject,
             article_count=row.article_count,
+            skipped=None if row.skipped is None else len(json.loads(row.skipped)),
             sent_at=row.sent_at,
             deliveries=counts[row.id],
         )

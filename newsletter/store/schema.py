@@ -60,6 +60,14 @@ editions = Table(
     Column("status", String(16), nullable=False),  # built | sending | sent | held
     Column("created_at", DateTime(), nullable=False),
     Column("sent_at", DateTime()),
+    # What the build found besides the articles, kept so a preview or the dashboard never
+    # reads the source again for a stored edition: the render-time warnings and the files
+    # the source skipped (JSON lists), and a fingerprint of the day's files (names, sizes,
+    # modification times) to tell the editor when they changed since. NULL in editions
+    # stored before these columns existed.
+    Column("warnings", Text),
+    Column("skipped", Text),
+    Column("source_stamp", String(64)),
 )
 
 deliveries = Table(

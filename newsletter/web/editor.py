@@ -4,12 +4,13 @@
     editor_pages.py        the dashboard of dates; one date's preview, its HTML and .eml
     editor_actions.py      test send, build/rebuild, hold/un-hold, send now
     editor_subscribers.py  counts, search, unsubscribe/erase one, CSV export
-    editor_data.py         what the pages show, gathered from source, store and renderer
-    editor_sends.py        "send now" as background asyncio tasks in the server
+    editor_sends.py        "send now" as background sends, each in a thread of its own
     editor_common.py       page rendering with security headers, flash messages, dates
 
 Every page but the login needs a logged-in editor and every POST a CSRF token
-(`security.editor_only`); no page runs JavaScript.
+(`security.editor_only`); no page runs JavaScript. What the pages show and what
+the actions may do come from the application layer (`newsletter.app`), run in
+the threadpool so the server's event loop never waits on the store or a render.
 """
 
 from __future__ import annotations

@@ -6,10 +6,13 @@ answer with a confirmation page; only its form, which adds `confirm=yes`, acts.
 Each answers with a redirect to the edition page and a message saying what
 happened, and writes one `editor_action` log line.
 
-Status changes are compare-and-set in the store, so a click that races the
-scheduler (or a second click) fails with a message instead of, say, holding an
-edition that is already going out. An edition's content is fixed once its
-send starts, so every subscriber gets the same email.
+What may be done is decided by the application layer (`newsletter.app`: hold,
+unhold, rebuild, prepare_send, send_test), whose status changes are the
+store's compare-and-set: a click that races the scheduler (or a second click)
+is refused with a message instead of, say, holding an edition that is already
+going out. These handlers only turn its outcomes into messages, and run it in
+the threadpool so the server's event loop never waits on the store or the
+renderer.
 """
 
 from __future__ import annotations
@@ -21,14 +24,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from newsletter import app as core
 from newsletter.delivery import Outcome
 from newsletter.errors import NewsletterError
-from newsletter.models import SubscriberStatus
-from newsletter.pipeline import build_preview, prepare_edition, send_test
 from newsletter.store import editions as edition_store
-from newsletter.store import subscribers as subscriber_store
-from newsletter.store.editions import EditionStatus, StoredEdition
-from newsletter.subscribers import validate_email
 from newsletter.web.editor_common import (
     confirm_page,
     confirmed,
@@ -54,19 +53,8 @@ def _no_date(request: Request) -> Response:
     return message_page(request, "No such date", "Dates look like 2026-11-25.", 404)
 
 
-async def _stored_or_built(request: Request, day: dt.date) -> StoredEdition:
-    """The date's stored edition, built and stored first if there is none yet."""
-    state = request.app.state
-    stored = edition_store.get_edition(state.engine, day)
-    if stored is not None:
-        return stored
-    try:
-        prepared = await run_in_threadpool(prepare_edition, state.engine, state.settings, day)
-    except NewsletterError as exc:
-        raise Refused(f"cannot build the edition: {exc}") from None
-    if prepared is None:
-        raise Refused(f"the source has no articles for {day}: there is no edition")
-    return prepared.stored
+def _no_articles(day: dt.date) -> Refused:
+    return Refused(f"the source has no articles for {day}: there is no edition")
 
 
 async def _act(
@@ -98,19 +86,20 @@ async def test_send(request: Request) -> Response:
     given = str(form.get("email", "")).strip()
 
     async def body() -> str:
-        try:
-            address = validate_email(given)
+        try:  # the store and the renderer run in a thread inside send_test
+            outcome = await core.send_test(state.engine, state.settings, day, given)
         except NewsletterError as exc:
-            raise Refused(f"not sent: {exc.message}") from None
-        request.session[TEST_ADDRESS] = address
-        stored = await _stored_or_built(request, day)
-        try:
-            result = await send_test(state.engine, state.settings, stored, address)
-        except NewsletterError as exc:
-            raise Refused(f"test to {address} not sent: {exc}") from None
+            raise Refused(f"test to {given} not sent: {exc}") from None
+        match outcome:
+            case core.InvalidAddress():
+                raise Refused(f"not sent: {outcome.reason}")
+            case core.NoArticles():
+                raise _no_articles(day)
+        request.session[TEST_ADDRESS] = outcome.address
+        result = outcome.result
         if result.outcome is not Outcome.SENT:
-            raise Refused(f"test to {address} was refused by the relay: {result.reply}")
-        return f"Test sent to {address}. The relay answered: {result.reply}"
+            raise Refused(f"test to {outcome.address} was refused by the relay: {result.reply}")
+        return f"Test sent to {outcome.address}. The relay answered: {result.reply}"
 
     return await _act(request, "test_send", day, body, to=given)
 
@@ -125,7 +114,7 @@ async def build(request: Request) -> Response:
     if day is None:
         return _no_date(request)
     state = request.app.state
-    stored = edition_store.get_edition(state.engine, day)
+    stored = await run_in_threadpool(edition_store.get_edition, state.engine, day)
     if not await confirmed(request):
         verb = "Rebuild" if stored else "Build"
         lines = [
@@ -137,22 +126,24 @@ async def build(request: Request) -> Response:
         return _confirm(request, day, "build", f"{verb} the edition of {day}?", lines, verb)
 
     async def body() -> str:
-        if stored is None:
-            built = await _stored_or_built(request, day)
-            return f"Built and stored: {built.rendered.subject} ({built.article_count} articles)."
-        if stored.status not in (EditionStatus.BUILT, EditionStatus.HELD):
-            raise Refused(f"not rebuilt: {_STARTED}")
         try:
-            fresh = await run_in_threadpool(build_preview, state.settings, day)
+            outcome = await run_in_threadpool(core.rebuild, state.engine, state.settings, day)
         except NewsletterError as exc:
+            if stored is None:
+                raise Refused(f"cannot build the edition: {exc}") from None
             raise Refused(f"not rebuilt, the stored edition is kept: {exc}") from None
-        if fresh is None:
-            raise Refused("not rebuilt: the source has no articles for this date any more")
-        if not edition_store.replace_edition(
-            state.engine, stored.id, fresh.rendered, fresh.article_count
-        ):
-            raise Refused(f"not rebuilt: {_STARTED}")
-        return f"Rebuilt: {fresh.rendered.subject} ({fresh.article_count} articles)."
+        match outcome:
+            case core.Built(stored=built):
+                count = built.article_count
+                return f"Built and stored: {built.rendered.subject} ({count} articles)."
+            case core.Rebuilt(stored=fresh):
+                return f"Rebuilt: {fresh.rendered.subject} ({fresh.article_count} articles)."
+            case core.NoArticles():
+                raise _no_articles(day)
+            case core.Refused(reason=core.Refusal.NO_ARTICLES_NOW):
+                raise Refused("not rebuilt: the source has no articles for this date any more")
+            case core.Refused():
+                raise Refused(f"not rebuilt: {_STARTED}")
 
     return await _act(request, "build", day, body)
 
@@ -172,17 +163,22 @@ async def hold(request: Request) -> Response:
             "a held edition. You can un-hold it later.",
         ]
         return _confirm(request, day, "hold", f"Hold the edition of {day}?", lines, "Hold")
-    engine = request.app.state.engine
+    state = request.app.state
 
     async def body() -> str:
-        stored = await _stored_or_built(request, day)
-        if stored.status is EditionStatus.HELD:
-            return "The edition was already on hold."
-        if stored.status is not EditionStatus.BUILT or not edition_store.change_edition_status(
-            engine, stored.id, expected=EditionStatus.BUILT, new=EditionStatus.HELD
-        ):
-            raise Refused(f"not held: {_STARTED}")
-        return f"The edition of {day} is on hold: it will not be sent."
+        try:
+            outcome = await run_in_threadpool(core.hold, state.engine, state.settings, day)
+        except NewsletterError as exc:
+            raise Refused(f"cannot build the edition: {exc}") from None
+        match outcome:
+            case core.Changed():
+                return f"The edition of {day} is on hold: it will not be sent."
+            case core.Unchanged():
+                return "The edition was already on hold."
+            case core.NoArticles():
+                raise _no_articles(day)
+            case core.Refused():
+                raise Refused(f"not held: {_STARTED}")
 
     return await _act(request, "hold", day, body)
 
@@ -202,10 +198,8 @@ async def unhold(request: Request) -> Response:
     engine = request.app.state.engine
 
     async def body() -> str:
-        stored = edition_store.get_edition(engine, day)
-        if stored is None or not edition_store.change_edition_status(
-            engine, stored.id, expected=EditionStatus.HELD, new=EditionStatus.BUILT
-        ):
+        outcome = await run_in_threadpool(core.unhold, engine, day)
+        if isinstance(outcome, core.Refused):
             raise Refused("not changed: the edition is not on hold")
         return f"The edition of {day} is no longer on hold."
 
@@ -222,7 +216,7 @@ async def send_now(request: Request) -> Response:
     if day is None:
         return _no_date(request)
     state = request.app.state
-    active = subscriber_store.count_by_status(state.engine)[SubscriberStatus.ACTIVE]
+    active = await run_in_threadpool(core.active_subscribers, state.engine)
     if not await confirmed(request):
         lines = [
             f"This sends the edition of {day} now to every active subscriber who has not had "
@@ -236,20 +230,20 @@ async def send_now(request: Request) -> Response:
     async def body() -> str:
         if sends.running(day):
             raise Refused("a send of this edition is already running")
-        stored = await _stored_or_built(request, day)
-        if stored.status is EditionStatus.HELD:
-            raise Refused("not sent: the edition is on hold (un-hold it first)")
-        if stored.status is EditionStatus.SENT:
-            raise Refused("not sent: this edition has already been sent")
+        try:
+            start = await run_in_threadpool(core.prepare_send, state.engine, state.settings, day)
+        except NewsletterError as exc:
+            raise Refused(f"cannot build the edition: {exc}") from None
+        match start:
+            case core.NoArticles():
+                raise _no_articles(day)
+            case core.Held():
+                raise Refused("not sent: the edition is on hold (un-hold it first)")
+            case core.AlreadySent():
+                raise Refused("not sent: this edition has already been sent")
         if sends.running(day):  # checked again: a second click may have started it meanwhile
             raise Refused("a send of this edition is already running")
-        if stored.status is EditionStatus.BUILT and not edition_store.change_edition_status(
-            state.engine, stored.id, expected=EditionStatus.BUILT, new=EditionStatus.SENDING
-        ):
-            current = edition_store.get_edition(state.engine, day)
-            status = current.status.value if current else "gone"
-            raise Refused(f"not sent: the edition changed meanwhile (it is now {status})")
-        sends.start(state.engine, state.settings, stored)
+        sends.start(state.engine, state.settings, start)
         return f"Sending to {active:,} active subscribers. Reload this page to follow it."
 
     return await _act(request, "send_now", day, body)

@@ -1,6 +1,6 @@
 """The editor's read-only pages: the dashboard of dates and one date's preview.
 
-A preview is the exact bytes a subscriber gets (see `editor_data`). The page
+A preview is the exact bytes a subscriber gets (`newsletter.app.preview`). The page
 shows the subject, preheader, size and warnings, and frames the HTML part from
 `/editor/edition/DATE/html`, a document of its own under `PREVIEW_CSP` inside a
 sandboxed iframe: article HTML can run no script and reach nothing of the
@@ -9,22 +9,26 @@ editor's. Phone, desktop and text views are plain links (`?view=`), no script.
 A broken template is not a crash: the page (status 200, since the page itself
 works) shows the template error with its file and line, and the edition
 controls stay usable.
+
+Every store read, source read and render runs in the threadpool, with the
+application layer's function as the unit: the server's event loop, which also
+answers every other page, never waits on them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from newsletter import app as core
+from newsletter.config import Settings
 from newsletter.errors import NewsletterError, RenderError
-from newsletter.models import DeliveryStatus, SubscriberStatus
-from newsletter.store import deliveries as delivery_store
-from newsletter.store import editions as edition_store
-from newsletter.store import editor as editor_store
-from newsletter.store import subscribers as subscriber_store
+from newsletter.models import DeliveryStatus
 from newsletter.web.editor_common import PREVIEW_CSP, message_page, page, path_day, secure
-from newsletter.web.editor_data import list_days, load_preview
 from newsletter.web.editor_sends import sends_of
 from newsletter.web.security import editor_only
 
@@ -36,21 +40,31 @@ TEST_ADDRESS = "editor_test_to"  # the session key remembering the last test add
 
 @editor_only
 async def dashboard(request: Request) -> Response:
-    """Every recent date: articles in the source, the edition's status, deliveries so far."""
+    """Every recent date: the edition's status, its articles, deliveries so far."""
     state = request.app.state
-    rows, problem = await run_in_threadpool(list_days, state.engine, state.settings)
-    subscribers = subscriber_store.count_by_status(state.engine)
+    board = await run_in_threadpool(core.dashboard, state.engine, state.settings)
     sends = sends_of(request)
-    today = state.settings.today()
     return page(
         request,
         "dashboard.html",
-        rows=rows,
-        problem=problem,
-        active=subscribers[SubscriberStatus.ACTIVE],
+        rows=board.rows,
+        problem=board.problem,
+        active=board.active,
         running={date for date in sends.runs if sends.running(date)},
-        today=today,
+        today=state.settings.today(),
     )
+
+
+def _edition_view(
+    engine: Engine, settings: Settings, day: dt.date
+) -> tuple[core.EditionState, core.Preview | None, NewsletterError | None]:
+    """Everything the edition page shows, gathered in the thread the handler runs it in."""
+    current = core.edition_state(engine, day)
+    try:
+        shown = core.preview(engine, settings, day, stored=current.stored)
+    except NewsletterError as exc:  # RenderError (file:line) or SourceError
+        return current, None, exc
+    return current, (shown if isinstance(shown, core.Preview) else None), None
 
 
 @editor_only
@@ -63,12 +77,10 @@ async def edition(request: Request) -> Response:
     if view not in VIEWS:
         view = DEFAULT_VIEW
     state = request.app.state
-    error: NewsletterError | None = None
-    try:
-        preview = await run_in_threadpool(load_preview, state.engine, state.settings, day)
-    except NewsletterError as exc:  # RenderError (file:line) or SourceError
-        preview, error = None, exc
-    stored = preview.stored if preview else edition_store.get_edition(state.engine, day)
+    current, preview, error = await run_in_threadpool(
+        _edition_view, state.engine, state.settings, day
+    )
+    stored = current.stored
     if preview is None and error is None and stored is None:
         return message_page(
             request,
@@ -76,8 +88,6 @@ async def edition(request: Request) -> Response:
             "The source has no articles for this date and no edition was stored for it.",
             404,
         )
-    counts = delivery_store.count_by_status(state.engine, stored.id) if stored else None
-    run = sends_of(request).runs.get(day)
     return page(
         request,
         "edition.html",
@@ -90,11 +100,11 @@ async def edition(request: Request) -> Response:
         template_error=isinstance(error, RenderError),
         stored=stored,
         status=stored.status.value if stored else "none",
-        counts=counts,
+        counts=current.counts,
         delivery_statuses=list(DeliveryStatus),
-        run=run,
-        tests=editor_store.recent_test_sends(state.engine, stored.id) if stored else [],
-        active=subscriber_store.count_by_status(state.engine)[SubscriberStatus.ACTIVE],
+        run=sends_of(request).runs.get(day),
+        tests=current.tests,
+        active=current.active,
         test_to=request.session.get(TEST_ADDRESS, ""),
     )
 
@@ -107,11 +117,11 @@ async def edition_html(request: Request) -> Response:
         return secure(Response("no such date", 404, media_type="text/plain"))
     state = request.app.state
     try:
-        preview = await run_in_threadpool(load_preview, state.engine, state.settings, day)
+        preview = await run_in_threadpool(core.preview, state.engine, state.settings, day)
     except NewsletterError as exc:
         body = f"The edition cannot be rendered: {exc}"
         return secure(Response(body, 500, media_type="text/plain; charset=utf-8"))
-    if preview is None:
+    if isinstance(preview, core.NoArticles):
         return secure(Response(f"no edition for {day}", 404, media_type="text/plain"))
     response = Response(preview.html, media_type="text/html; charset=utf-8")
     return secure(response, PREVIEW_CSP)
@@ -125,10 +135,10 @@ async def edition_eml(request: Request) -> Response:
         return message_page(request, "No such date", "Dates look like 2026-11-25.", 404)
     state = request.app.state
     try:
-        preview = await run_in_threadpool(load_preview, state.engine, state.settings, day)
+        preview = await run_in_threadpool(core.preview, state.engine, state.settings, day)
     except NewsletterError as exc:
         return message_page(request, "Cannot render the edition", str(exc), 500)
-    if preview is None:
+    if isinstance(preview, core.NoArticles):
         return message_page(request, "No edition", f"Nothing to show for {day}.", 404)
     response = Response(preview.message, media_type="message/rfc822")
     response.headers["Content-Disposition"] = f'attachment; filename="edition-{day}.eml"'

@@ -2,7 +2,8 @@
 
 Changes go through `newsletter.subscribers`, the same functions the CLI uses,
 so the web keeps the list's rules: unsubscribing keeps the row (no import can
-add the address back), erasing removes it and its delivery records.
+add the address back), erasing removes it and its delivery records. Every store
+call runs in the threadpool, never on the server's event loop.
 """
 
 from __future__ import annotations
@@ -39,11 +40,14 @@ async def subscribers(request: Request) -> Response:
     """Counts by status, and the addresses matching `q` (the first ones when `q` is empty)."""
     engine = request.app.state.engine
     query = request.query_params.get("q", "").strip()[:320]
-    found = subscriber_store.search_subscribers(engine, query, limit=SEARCH_LIMIT)
+    found = await run_in_threadpool(
+        subscriber_store.search_subscribers, engine, query, limit=SEARCH_LIMIT
+    )
+    counts = await run_in_threadpool(subscriber_store.count_by_status, engine)
     return page(
         request,
         "subscribers.html",
-        counts=subscriber_store.count_by_status(engine),
+        counts=counts,
         query=query,
         found=found,
         limit=SEARCH_LIMIT,
@@ -67,11 +71,11 @@ async def unsubscribe_one(request: Request) -> Response:
             cancel=_back(email),
             fields={"email": email},
         )
-    if not _known(request, email):
+    if not await _known(request, email):
         flash(request, "error", f"{email or 'That address'} is not on the list.")
         log_action(request, "unsubscribe", "refused: unknown address", email=email)
         return redirect(_back(email))
-    changed = unsubscribe(request.app.state.engine, email)
+    changed = await run_in_threadpool(unsubscribe, request.app.state.engine, email)
     text = f"{email} is unsubscribed." if changed else f"{email} was already unsubscribed."
     flash(request, "ok", text)
     log_action(request, "unsubscribe", "ok" if changed else "unchanged", email=email)
@@ -98,7 +102,7 @@ async def delete_one(request: Request) -> Response:
             danger=True,
         )
     try:
-        remove_subscriber(request.app.state.engine, email, delete=True)
+        await run_in_threadpool(remove_subscriber, request.app.state.engine, email, delete=True)
     except InputError as exc:
         flash(request, "error", str(exc))
         log_action(request, "erase", "refused: unknown address", email=email)
@@ -128,9 +132,11 @@ async def export(request: Request) -> Response:
     return secure(response)
 
 
-def _known(request: Request, email: str) -> bool:
+async def _known(request: Request, email: str) -> bool:
+    if not email:
+        return False
     engine = request.app.state.engine
-    return bool(email) and subscriber_store.get_subscriber(engine, email) is not None
+    return await run_in_threadpool(subscriber_store.get_subscriber, engine, email) is not None
 
 
 def _back(email: str) -> str:

@@ -1,0 +1,131 @@
+"""The application layer: one function per use case, each with typed outcomes.
+
+    build.py     prepare_edition, rebuild, render_fresh, day_articles: read the source
+                 once, render once, store with the warnings and skipped files
+    publish.py   prepare_send + deliver = publish: held? sent? queue, then the send
+                 loop (through `run_sender` alone), in one process or N
+    workers.py   `--workers N`: the helper processes of one send
+    control.py   hold, unhold, retry
+    preview.py   preview (a recipient's exact bytes, warnings, notes), send_test
+    overview.py  plan (the dry run), the dashboard, one edition's state, status
+    outcomes.py  every outcome above, as frozen values
+
+`newsletter` (cli/), the scheduler and the editor's pages call these and only
+translate what they return into lines, log records and pages. Each function
+takes its backends as parameters (the engine, the settings, and for a send its
+stop event and progress callback), so a test can hand in its own.
+"""
+
+from newsletter.app.build import (
+    UNSENT,
+    Fresh,
+    day_articles,
+    prepare_edition,
+    rebuild,
+    render_fresh,
+    source_dates,
+)
+from newsletter.app.control import hold, retry, unhold
+from newsletter.app.outcomes import (
+    AlreadySent,
+    Built,
+    Changed,
+    Held,
+    HoldOutcome,
+    InvalidAddress,
+    NoArticles,
+    Planned,
+    Prepared,
+    PublishOutcome,
+    Ready,
+    RebuildOutcome,
+    Rebuilt,
+    Refusal,
+    Refused,
+    Requeued,
+    SendStart,
+    Sent,
+    Stopped,
+    TestSent,
+    Unchanged,
+)
+from newsletter.app.overview import (
+    DASHBOARD_DAYS,
+    Dashboard,
+    DayRow,
+    EditionReport,
+    EditionState,
+    active_subscribers,
+    dashboard,
+    edition_report,
+    edition_state,
+    plan,
+    recent_editions,
+)
+from newsletter.app.preview import SAMPLE_RECIPIENT, Preview, message_parts, preview, send_test
+from newsletter.app.publish import (
+    deliver,
+    prepare_send,
+    publish,
+    run_sender,
+    run_stoppable,
+    send_edition,
+    start_send,
+)
+
+__all__ = [
+    "DASHBOARD_DAYS",
+    "SAMPLE_RECIPIENT",
+    "UNSENT",
+    "AlreadySent",
+    "Built",
+    "Changed",
+    "Dashboard",
+    "DayRow",
+    "EditionReport",
+    "EditionState",
+    "Fresh",
+    "Held",
+    "HoldOutcome",
+    "InvalidAddress",
+    "NoArticles",
+    "Planned",
+    "Prepared",
+    "Preview",
+    "PublishOutcome",
+    "Ready",
+    "RebuildOutcome",
+    "Rebuilt",
+    "Refusal",
+    "Refused",
+    "Requeued",
+    "SendStart",
+    "Sent",
+    "Stopped",
+    "TestSent",
+    "Unchanged",
+    "active_subscribers",
+    "dashboard",
+    "day_articles",
+    "deliver",
+    "edition_report",
+    "edition_state",
+    "hold",
+    "message_parts",
+    "plan",
+    "prepare_edition",
+    "prepare_send",
+    "preview",
+    "publish",
+    "rebuild",
+    "recent_editions",
+    "render_fresh",
+    "retry",
+    "run_sender",
+    "run_stoppable",
+    "send_edition",
+    "send_test",
+    "source_dates",
+    "start_send",
+    "unhold",
+]

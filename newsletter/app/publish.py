@@ -1,0 +1,249 @@
+"""Publishing a date: build if needed → may it go out? → queue → send → record.
+
+    publish(date) = prepare_send(date)          build or reuse; held? sent? queue
+                  + deliver(ready)              the send loop, one process or N
+
+`newsletter send`, the scheduler's daily job and the editor's "send now" all
+come through `prepare_send` and `deliver`, so "held", "already sent" and "how
+far did it get" are decided once. Everything before the send is synchronous
+(the store, the renderer); the send itself is an asyncio loop, called through
+`run_sender` alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy import Engine
+
+from newsletter.app.build import prepare_edition
+from newsletter.app.outcomes import (
+    AlreadySent,
+    Held,
+    NoArticles,
+    PublishOutcome,
+    Ready,
+    SendStart,
+    Sent,
+    Stopped,
+)
+from newsletter.app.workers import Helpers
+from newsletter.config import Settings
+from newsletter.models import DeliveryStatus, EditionStatus
+from newsletter.sender import ProgressCallback, Sender, SendSummary
+from newsletter.store import deliveries as delivery_store
+from newsletter.store import editions as edition_store
+from newsletter.store.editions import HANDLED, StoredEdition
+
+#: Called with the number of deliveries handled so far by this send (all its processes).
+Progress = Callable[[int], None]
+
+T = TypeVar("T")
+
+
+def start_send(engine: Engine, stored: StoredEdition, *, built_now: bool = False) -> SendStart:
+    """The one decision whether a stored edition goes out now, and its queue if so.
+
+    built → sending only if still built (compare-and-set), so an editor's hold
+    at the same moment wins; then the status as it is now decides. Queueing
+    adds the subscribers who have no row yet, so a rerun reaches late
+    subscribers, and an edition with nothing left to do is already sent.
+    """
+    if stored.status is EditionStatus.BUILT:
+        edition_store.change_edition_status(
+            engine, stored.id, expected=EditionStatus.BUILT, new=EditionStatus.SENDING
+        )
+    current = edition_store.get_edition(engine, stored.rendered.date)
+    assert current is not None  # editions are never deleted
+    if current.status is EditionStatus.HELD:
+        return Held(current, built_now=built_now)
+    queued_now = delivery_store.queue_deliveries(engine, current.id)
+    left = _left(delivery_store.count_by_status(engine, current.id))
+    if current.status is EditionStatus.SENT and left == 0:
+        return AlreadySent(current, SendSummary(), built_now=built_now)
+    return Ready(current, queued_now=queued_now, to_send=left, built_now=built_now)
+
+
+def prepare_send(engine: Engine, settings: Settings, date: dt.date) -> NoArticles | SendStart:
+    """The date's edition built (or reused) and, unless held or done, queued to go out."""
+    prepared = prepare_edition(engine, settings, date)
+    if isinstance(prepared, NoArticles):
+        return prepared
+    return start_send(engine, prepared.stored, built_now=prepared.built_now)
+
+
+async def deliver(
+    engine: Engine,
+    settings: Settings,
+    ready: Ready,
+    *,
+    stop: asyncio.Event,
+    on_result: ProgressCallback | None = None,
+    on_progress: Progress | None = None,
+    workers: int = 1,
+) -> Sent | Stopped:
+    """Send a ready edition to everyone queued, in this process and `workers - 1` helpers.
+
+    Safe to run any number of times and by several processes at once: rows
+    already sent are never claimed again. `stop` ends it after the messages in
+    flight are recorded; the rest stays queued for the next run.
+    """
+    started = time.monotonic()
+    summary = SendSummary(queued_now=ready.queued_now)
+    if workers > 1:
+        return await _deliver_with_helpers(
+            engine, settings, ready, summary, workers - 1, stop=stop, on_progress=on_progress
+        )
+    handled = 0
+
+    def count(status: DeliveryStatus, email: str) -> None:
+        nonlocal handled
+        if on_result is not None:
+            on_result(status, email)
+        if status in HANDLED and on_progress is not None:
+            handled += 1
+            on_progress(handled)
+
+    await run_sender(engine, settings, ready.stored, summary, on_result=count, stop=stop)
+    return _finish(engine, ready.stored, summary, stop, started)
+
+
+async def publish(
+    engine: Engine,
+    settings: Settings,
+    date: dt.date,
+    *,
+    stop: asyncio.Event | None = None,
+    on_progress: Progress | None = None,
+    workers: int = 1,
+) -> PublishOutcome:
+    """Publish a date: build if needed, then send unless held or already sent.
+
+    The build and the checks run in a thread, so the caller's event loop is never
+    held up by the store or the renderer.
+    """
+    start = await asyncio.to_thread(prepare_send, engine, settings, date)
+    if not isinstance(start, Ready):
+        return start
+    stop = stop or asyncio.Event()
+    return await deliver(
+        engine, settings, start, stop=stop, on_progress=on_progress, workers=workers
+    )
+
+
+async def send_edition(
+    engine: Engine,
+    settings: Settings,
+    stored: StoredEdition,
+    *,
+    on_result: ProgressCallback | None = None,
+    stop: asyncio.Event | None = None,
+) -> SendSummary:
+    """`start_send` + `deliver` for a stored edition, as a summary (for tests).
+
+    A held edition sends nothing (`summary.held`); an edition already sent to
+    everyone gives a summary of zeros.
+    """
+    start = start_send(engine, stored)
+    if isinstance(start, Held):
+        return SendSummary(held=True)
+    if isinstance(start, AlreadySent):
+        return start.summary
+    outcome = await deliver(
+        engine, settings, start, stop=stop or asyncio.Event(), on_result=on_result
+    )
+    return outcome.summary
+
+
+async def run_sender(
+    engine: Engine,
+    settings: Settings,
+    stored: StoredEdition,
+    summary: SendSummary,
+    *,
+    on_result: ProgressCallback | None = None,
+    stop: asyncio.Event,
+) -> None:
+    """The one call of the send loop (claim → build → SMTP → record), for every sender.
+
+    Kept to this one place so the loop can be replaced without touching a use case.
+    """
+    await Sender(engine, settings, stored, summary, on_result=on_result, stop=stop).run()
+
+
+def run_stoppable(work: Callable[[asyncio.Event], Awaitable[T]], stop: threading.Event) -> T:
+    """Run `work` in a new event loop, handing it an asyncio stop set when `stop` is.
+
+    For a send started from a thread (the scheduler's job, the editor's "send
+    now"), stopped from another one (a signal handler, the server's shutdown).
+    """
+
+    async def main() -> T:
+        stopping = asyncio.Event()
+
+        async def follow() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.2)
+            stopping.set()
+
+        watcher = asyncio.create_task(follow())
+        try:
+            return await work(stopping)
+        finally:
+            watcher.cancel()
+
+    return asyncio.run(main())
+
+
+async def _deliver_with_helpers(
+    engine: Engine,
+    settings: Settings,
+    ready: Ready,
+    summary: SendSummary,
+    count: int,
+    *,
+    stop: asyncio.Event,
+    on_progress: Progress | None,
+) -> Sent | Stopped:
+    """`--workers N`: this process and N-1 helpers on one edition; the summary and the
+    progress count what all of them did, read from the record."""
+    started = time.monotonic()
+    before = delivery_store.count_by_status(engine, ready.stored.id)
+    helpers = Helpers.start(ready.stored.rendered.date, count)
+    follower = asyncio.create_task(
+        helpers.follow(engine, ready.stored.id, before, stop=stop, on_progress=on_progress)
+    )
+    try:
+        await run_sender(engine, settings, ready.stored, summary, stop=stop)  # its failures
+        await helpers.wait(stop)
+    finally:
+        follower.cancel()
+        helpers.end()
+    after = delivery_store.count_by_status(engine, ready.stored.id)
+    for status, field in ((DeliveryStatus.SENT, "sent"), (DeliveryStatus.FAILED, "failed")):
+        setattr(summary, field, after[status] - before[status])
+    summary.skipped = after[DeliveryStatus.SKIPPED] - before[DeliveryStatus.SKIPPED]
+    outcome = _finish(engine, ready.stored, summary, stop, started)
+    return type(outcome)(outcome.stored, outcome.summary, helpers_failed=helpers.failed)
+
+
+def _finish(
+    engine: Engine, stored: StoredEdition, summary: SendSummary, stop: asyncio.Event, started: float
+) -> Sent | Stopped:
+    """What is left once the loop ended; an edition with nothing left is sent."""
+    summary.remaining = _left(delivery_store.count_by_status(engine, stored.id))
+    summary.stopped = stop.is_set() and summary.remaining > 0  # a stop after the last: sent
+    if summary.remaining == 0:
+        edition_store.set_edition_status(engine, stored.id, EditionStatus.SENT)
+    summary.elapsed = time.monotonic() - started
+    current = edition_store.get_edition(engine, stored.rendered.date) or stored
+    return Stopped(current, summary) if summary.stopped else Sent(current, summary)
+
+
+def _left(counts: dict[DeliveryStatus, int]) -> int:
+    return counts[DeliveryStatus.QUEUED] + counts[DeliveryStatus.SENDING]

@@ -1,0 +1,81 @@
+"""`newsletter demo` (what `make demo` runs): the example list, a capture server, one edition."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine
+
+from newsletter import app as core
+from newsletter import subscribers as subscriber_ops
+from newsletter.cli.context import console
+from newsletter.cli.editions import write_preview
+from newsletter.cli.send import print_summary, send_with_progress
+from newsletter.config import Settings, load_settings
+from newsletter.errors import InputError
+from newsletter.sender import SendSummary
+from newsletter.store.engine import open_engine
+
+
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where the demo keeps its files.")] = Path(
+        "var/demo"
+    ),
+) -> None:
+    """The `make demo` run: import the example list, capture SMTP locally, send the newest day.
+
+    Example: newsletter demo --workdir /tmp/demo
+    """
+    from newsletter.capture import start_capture
+
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    maildir = workdir / "maildir"
+    preview_dir = workdir / "preview"
+    controller = start_capture(maildir)
+    try:
+        settings = load_settings(
+            database_url=f"sqlite:///{workdir / 'newsletter.db'}",
+            articles_source="articles/",
+            templates_dir=Path("templates"),
+            smtp_host="127.0.0.1",
+            smtp_port=controller.port,
+            smtp_security="none",
+            smtp_username="",
+            concurrency=4,
+            rate_limit=0,
+        )
+        engine = open_engine(settings.database_url)
+        report = subscriber_ops.import_csv(engine, Path("subscribers/example.csv"))
+        console.print(f"imported {report.added} subscribers from subscribers/example.csv")
+        dates = core.source_dates(settings)
+        if not dates:
+            raise InputError("no article days found", where=settings.articles_source)
+        day_date = dates[-1]
+        write_preview(engine, settings, day_date, preview_dir)
+        print_summary(_send(engine, settings, day_date))
+        again = _send(engine, settings, day_date)
+        console.print(f"sending again delivered {again.sent} (each subscriber gets it once)")
+    finally:
+        controller.stop()
+    captured = len(list((maildir / "new").iterdir()))
+    console.print()
+    console.print(f"[bold]captured messages:[/] {maildir / 'new'} ({captured} files, .eml-style)")
+    console.print(f"[bold]preview:[/] {preview_dir / 'edition.html'} (open in a browser)")
+    console.print(f"[bold]text part:[/] {preview_dir / 'edition.txt'}")
+    console.print(f"[bold]database:[/] {workdir / 'newsletter.db'}")
+
+
+def _send(engine: Engine, settings: Settings, day_date: dt.date) -> SendSummary:
+    start = core.prepare_send(engine, settings, day_date)
+    match start:
+        case core.Ready():
+            return send_with_progress(engine, settings, start).summary
+        case core.AlreadySent():
+            return start.summary
+        case _:
+            raise InputError(f"no edition to send for {day_date}", where=settings.articles_source)

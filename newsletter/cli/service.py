@@ -1,0 +1,123 @@
+"""The long-running and operator commands: run, serve, capture, inbound, hash-password."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from newsletter.cli.context import console, engine_of, settings_of
+
+
+def run(ctx: typer.Context) -> None:
+    """Run the scheduler: send each day's edition at NEWSLETTER_SEND_TIME (Ctrl-C stops).
+
+    Example: NEWSLETTER_SEND_TIME=06:30 NEWSLETTER_TIMEZONE=Europe/Paris newsletter run
+    """
+    from newsletter import scheduler
+
+    settings = settings_of(ctx)
+    engine_of(settings)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: scheduler.request_stop())
+
+    def started(next_run: dt.datetime) -> None:
+        console.print(
+            f"scheduler started: daily at {settings.send_time} {settings.timezone}, "
+            f"next run {next_run:%Y-%m-%d %H:%M %Z}; Ctrl-C or SIGTERM stops it"
+        )
+
+    scheduler.run_scheduler(settings, on_started=started)
+    console.print("scheduler stopped")
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the web side: unsubscribe, sign-up, archive, and the editor at /editor.
+
+    Example: newsletter serve --port 8000   (then open http://127.0.0.1:8000/editor)
+    """
+    import uvicorn
+
+    from newsletter.web import create_app
+
+    settings = settings_of(ctx)
+    console.print(f"serving on http://{host}:{port} (editor: http://{host}:{port}/editor)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def hash_password(
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Print a hash of an editor password for NEWSLETTER_EDITOR_PASSWORD.
+
+    Example: newsletter hash-password
+    """
+    from newsletter.web.security import hash_password as make_hash
+
+    console.print(make_hash(password), highlight=False, soft_wrap=True)
+
+
+def inbound(
+    ctx: typer.Context,
+    maildir: Annotated[
+        Path | None,
+        typer.Option(help="Process every new message in this Maildir; default: one from stdin."),
+    ] = None,
+) -> None:
+    """Process mail sent to the unsubscribe address (List-Unsubscribe's mailto: link).
+
+    Only messages carrying a valid signed token unsubscribe anyone. Handled
+    messages move from new/ to cur/. Exit code 1 if any message was not honoured.
+
+    Example: newsletter inbound --maildir /var/mail/unsubscribe
+    """
+    from newsletter.inbound import process_maildir, process_stream
+    from newsletter.tokens import Signer
+
+    settings = settings_of(ctx)
+    engine = engine_of(settings)
+    signer = Signer(settings.secret_key.get_secret_value())
+    if maildir is None:
+        results = [process_stream(engine, signer)]
+    else:
+        results = process_maildir(engine, signer, maildir)
+    for result in results:
+        mark = "" if result.honoured else "[yellow]not honoured:[/] "
+        console.print(f"{mark}{result.sender or '?'}: {result.status.value} {result.detail}")
+    console.print(f"{len(results)} messages, {sum(r.honoured for r in results)} honoured")
+    if not all(r.honoured for r in results):
+        raise typer.Exit(1)
+
+
+def capture(
+    port: Annotated[int, typer.Option(help="Port to listen on (127.0.0.1).")] = 8025,
+    maildir: Annotated[Path, typer.Option(help="Maildir that keeps what arrives.")] = Path(
+        "var/maildir"
+    ),
+) -> None:
+    """Run a local SMTP server that keeps every message in a Maildir (for previews and tests).
+
+    Example: newsletter capture --port 8025 --maildir var/maildir
+    """
+    from newsletter.capture import start_capture
+
+    controller = start_capture(maildir, port=port)
+    console.print(
+        f"capturing mail on 127.0.0.1:{controller.port} into {maildir}/new (Ctrl-C stops)"
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        controller.stop()
