@@ -815,6 +815,21 @@ def test_pages_answer_while_a_preview_waits_on_a_slow_feed(fed_editor):
     assert "Harbour story number 1" in client.get(f"{EDITION}/html").text
 
 
+def hold_write_lock(url: str):  # noqa: ANN201 (a DB-API connection)
+    """A second connection that blocks every write and no read: SQLite's write lock, or on
+    PostgreSQL an EXCLUSIVE lock on the tables the actions write."""
+    if url.startswith("sqlite:///"):
+        holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None, timeout=30)
+        holder.execute("BEGIN IMMEDIATE")
+        return holder
+    import psycopg
+
+    holder = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+    holder.execute("BEGIN")
+    holder.execute("LOCK TABLE subscribers, editions IN EXCLUSIVE MODE")
+    return holder
+
+
 @pytest.mark.parametrize(
     ("action", "statement"),
     [
@@ -827,8 +842,8 @@ def test_pages_answer_while_a_preview_waits_on_a_slow_feed(fed_editor):
 def test_an_action_waiting_on_a_locked_database_holds_up_no_other_page(
     editor, engine, web_settings, site, action, statement
 ):
-    """Another process holds the SQLite write lock; the action's write waits for it (up to
-    the busy timeout) in a thread, while the server goes on answering."""
+    """Another connection holds the write lock; the action's write waits for it (up to the
+    busy timeout) in a thread, while the server goes on answering."""
     add_people(engine)
     editor.act(f"{EDITION}/build")
     token = editor.csrf()
@@ -838,9 +853,7 @@ def test_an_action_waiting_on_a_locked_database_holds_up_no_other_page(
         if " ".join(sql.split()).startswith(statement):
             arrived.set()
 
-    database = web_settings.database_url.removeprefix("sqlite:///")
-    holder = sqlite3.connect(database, isolation_level=None, timeout=30)
-    holder.execute("BEGIN IMMEDIATE")
+    holder = hold_write_lock(web_settings.database_url)
     sa_event.listen(Engine, "before_cursor_execute", hook)  # the server's engine too
     answered: dict[str, httpx.Response] = {}
     form = {"confirm": "yes", "csrf_token": token, "email": "ann@example.com"}
