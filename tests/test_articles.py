@@ -1023,8 +1023,21 @@ JSON_SHAPED = st.fixed_dictionaries(
     {"headline": WORDS, "summary": WORDS | st.lists(WORDS, max_size=4)},
     optional={key: WORDS | URLS for key in ("url", "source", "date", "image", "image_alt")},
 ).map(json.dumps)
+# Shapes that broke readers: huge numbers, unbalanced brackets and comments, deep nesting.
+HOSTILE = st.sampled_from(
+    [
+        '{"headline": "h", "summary": "s", "n": 1' + "0" * 5_000 + "}",
+        '{"headline": 1' + "0" * 5_000 + ', "summary": "s"}',
+        '{"headline": "h", "summary": "\\ud800\\udfff\\ud800"}',
+        "---\nheadline: h\n---\n" + "[" * 300 + "<![" + "<!--" * 50 + "]" * 100,
+        "---\nheadline: h\n---\n" + "<div>" * 600 + "&#x202e;x",
+        "---\nheadline: " + "{" * 300 + "\n---\nx",
+        "---\nheadline: &a [&a, &a]\nsummary: *a\n---\nx",
+    ]
+)
 CONTENT = (
-    st.binary(max_size=300)
+    HOSTILE.map(str.encode)
+    | st.binary(max_size=300)
     | st.text(max_size=300).map(str.encode)
     | ARTICLE_LIKE.map(str.encode)
     | JSON_ARTICLES.map(str.encode)
