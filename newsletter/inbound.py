@@ -154,11 +154,11 @@ def process_maildir(engine: Engine, signer: Signer, path: Path | str) -> list[In
     for entry in _new_messages(new):
         result = _process_file(engine, signer, entry)
         name = entry.name.split(":", 1)[0]
-        if result.status is InboundStatus.UNREADABLE:
-            target = _poison_folder(root) / f"{name}:2,"
-        else:
-            target = cur / f"{name}:2,{'S' if result.honoured else 'FS'}"
         try:
+            if result.status is InboundStatus.UNREADABLE:
+                target = _poison_folder(root) / f"{name}:2,"
+            else:
+                target = cur / f"{name}:2,{'S' if result.honoured else 'FS'}"
             os.replace(entry, target)
         except OSError as exc:
             raise InputError(

@@ -68,21 +68,19 @@ def open_regular(
         raise
 
 
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device (like /dev/zero or a terminal)"),
+    (stat.S_ISBLK, "a block device (a disk)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
 def _kind(mode: int) -> str:
     """What a person would call a file that is not a regular file."""
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISCHR(mode):
-        return "a character device (like /dev/zero or a terminal)"
-    if stat.S_ISBLK(mode):
-        return "a block device (a disk)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    return "not a file"
+    return next((name for test, name in _KINDS if test(mode)), "not a file")
 
 
 def _size(limit: int) -> str:
