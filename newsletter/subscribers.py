@@ -20,11 +20,12 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import Any, BinaryIO, NamedTuple, TextIO
 
 from email_validator import EmailNotValidError
 from email_validator import validate_email as _validate
@@ -32,12 +33,14 @@ from sqlalchemy import Engine
 
 from newsletter.errors import InputError, StoreError
 from newsletter.hygiene import has_unsafe, one_line
+from newsletter.input_files import open_regular
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.store import subscribers as store
 from newsletter.store.subscribers import ImportCounts, ImportRow
 
 log = logging.getLogger(__name__)
 
+MAX_CSV_BYTES = 256 * 1024 * 1024  # ~5 million addresses; a bigger file is split first
 BATCH_SIZE = 1000  # rows per import transaction: big enough for speed, small enough to lose little
 EXPORT_COLUMNS = ("email", "name", "status", "source", "created_at")
 
@@ -158,50 +161,81 @@ def clean_name(raw: str) -> str:
 def parse_csv(path: Path) -> CsvParseResult:
     """Read a subscriber CSV: unique valid rows, problems by line, and warnings.
 
-    The file is read twice as a stream (once to find the encoding, once to
-    parse); only the unique addresses are held, which merging duplicates needs.
+    Only a regular file of at most MAX_CSV_BYTES is read (a FIFO or /dev/zero
+    would block or never end). It is opened once and read as a stream in a few
+    passes (the encoding, the delimiter, the rows); only the unique addresses
+    are held, which merging duplicates needs. A row that cannot be read, for
+    whatever reason, is a problem on its line; the other rows still count.
     Raises InputError (naming the file) when it cannot be read, is empty, or
     has no email column in its header.
     """
-    encoding, warnings = _detect_encoding(path)
+    try:
+        handle = open_regular(
+            path,
+            limit=MAX_CSV_BYTES,
+            what="a subscriber list",
+            fix="export the list to a CSV file and import that file",
+        )
+    except OSError as exc:
+        raise InputError(f"cannot read the file: {exc.strerror or exc}", where=str(path)) from None
+    with handle:
+        return _parse(handle, path)
+
+
+def _parse(handle: BinaryIO, path: Path) -> CsvParseResult:
+    encoding, warnings = _detect_encoding(handle, path)
     problems: list[tuple[int, str]] = []
     rows: list[CsvRow] = []
     index: dict[str, int] = {}
     duplicate_lines: list[int] = []
     cleaned_names = 0
-    delimiter, skipped = _sniff_delimiter(path, encoding)
-    with path.open(encoding=encoding, newline="") as handle:
+    delimiter, skipped = _sniff_delimiter(handle, encoding)
+    handle.seek(0)
+    text = io.TextIOWrapper(handle, encoding=encoding, newline="")
+    try:
         for _ in range(skipped):
-            handle.readline()
-        lines = _Lines(csv.reader(handle, delimiter=delimiter), first=skipped + 1)
-        try:
-            header = next((cells for cells, _ in lines if _filled(cells)), [])
-            columns = _Columns.find(header, path)
-            for cells, line in lines:
-                if not _filled(cells):
-                    continue  # blank lines, e.g. at the end of the file
-                row, raw_name = columns.read(cells, line)
-                if isinstance(row, str):
-                    problems.append((line, row))
-                    continue
-                if _has_control(raw_name):
-                    cleaned_names += 1
-                key = store.email_key(row.email)
-                if key not in index:
-                    index[key] = len(rows)
-                    rows.append(row)
-                    continue
-                duplicate_lines.append(line)  # first wins; it takes a missing name or a suppression
-                first = rows[index[key]]
-                rows[index[key]] = first._replace(
-                    name=first.name or row.name, status=first.status or row.status
+            text.readline()
+        lines = _Lines(csv.reader(text, delimiter=delimiter), first=skipped + 1)
+        header: list[str] = []
+        for cells, line, problem in lines:
+            if problem:
+                raise InputError(
+                    f"not a readable CSV file: {problem}",
+                    where=f"{path}:{line}",
+                    hint="save it from your spreadsheet as CSV (UTF-8)",
                 )
-        except csv.Error as exc:
-            raise InputError(
-                f"not a readable CSV file: {exc}",
-                where=f"{path}:{lines.current}",
-                hint="save it from your spreadsheet as CSV (UTF-8)",
-            ) from None
+            if _filled(cells):
+                header = cells
+                break
+        columns = _Columns.find(header, path)
+        for cells, line, problem in lines:
+            if problem:
+                problems.append((line, f"not a readable CSV row: {problem}"))
+                continue
+            if not _filled(cells):
+                continue  # blank lines, e.g. at the end of the file
+            try:
+                row, raw_name = columns.read(cells, line)
+            except Exception as exc:  # whatever a row holds, it is one problem, not the file's
+                log.error("reading %s:%d failed unexpectedly", path, line, exc_info=exc)
+                row, raw_name = f"could not be read ({type(exc).__name__}: {exc})", ""
+            if isinstance(row, str):
+                problems.append((line, one_line(row)[:300]))
+                continue
+            if _has_control(raw_name):
+                cleaned_names += 1
+            key = store.email_key(row.email)
+            if key not in index:
+                index[key] = len(rows)
+                rows.append(row)
+                continue
+            duplicate_lines.append(line)  # first wins; it takes a missing name or a suppression
+            first = rows[index[key]]
+            rows[index[key]] = first._replace(
+                name=first.name or row.name, status=first.status or row.status
+            )
+    finally:
+        text.detach()  # the caller closes the file
     if duplicate_lines:
         shown = ", ".join(map(str, duplicate_lines[:5])) + ("…" if len(duplicate_lines) > 5 else "")
         warnings.append(
@@ -350,7 +384,9 @@ class _Lines:
     """CSV records with the editor line each starts on (quoted fields may span lines).
 
     `csv.reader.line_num` counts physical lines read so far, so a record starts
-    one line after where the previous one ended.
+    one line after where the previous one ended. A record the csv module
+    refuses (a field over its 128 KB limit) comes back as a problem, and
+    reading goes on at the next line.
     """
 
     def __init__(self, reader: Any, *, first: int):
@@ -359,14 +395,17 @@ class _Lines:
         self._ended = 0
         self.current = first
 
-    def __iter__(self) -> Iterator[tuple[list[str], int]]:
+    def __iter__(self) -> Iterator[tuple[list[str], int, str]]:
         return self
 
-    def __next__(self) -> tuple[list[str], int]:
+    def __next__(self) -> tuple[list[str], int, str]:
         self.current = self._offset + self._ended + 1
-        cells = next(self._reader)
+        try:
+            cells, problem = next(self._reader), ""
+        except csv.Error as exc:
+            cells, problem = [], str(exc)
         self._ended = self._reader.line_num
-        return cells, self.current
+        return cells, self.current, problem
 
 
 @dataclass(frozen=True)
@@ -445,13 +484,10 @@ class _Columns:
         return CsvRow(email, clean_name(raw_name), _STATUS_VALUES[status_text], line), raw_name
 
 
-def _detect_encoding(path: Path) -> tuple[str, list[str]]:
+def _detect_encoding(handle: BinaryIO, path: Path) -> tuple[str, list[str]]:
     """UTF-8 (with or without BOM) or UTF-16 with BOM; else Windows-1252, else Latin-1, warned."""
-    try:
-        with path.open("rb") as handle:
-            start = handle.read(4)
-    except OSError as exc:
-        raise InputError(f"cannot read the file: {exc.strerror}", where=str(path)) from None
+    handle.seek(0)
+    start = handle.read(4)
     if not start:
         raise InputError(
             "the file is empty", where=str(path), hint="expected a header row like `email,name`"
@@ -461,7 +497,7 @@ def _detect_encoding(path: Path) -> tuple[str, list[str]]:
     if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16", []
     for encoding in ("utf-8", "cp1252"):
-        if _decodes(path, encoding):
+        if _decodes(handle, encoding):
             break
     else:
         encoding = "latin-1"
@@ -474,27 +510,31 @@ def _detect_encoding(path: Path) -> tuple[str, list[str]]:
     ]
 
 
-def _decodes(path: Path, encoding: str) -> bool:
+def _decodes(handle: BinaryIO, encoding: str) -> bool:
     """Whether the whole file decodes, read in chunks so a big file is never held at once."""
     decoder = codecs.getincrementaldecoder(encoding)()
+    handle.seek(0)
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 16):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
+        while chunk := handle.read(1 << 16):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return False
     return True
 
 
-def _sniff_delimiter(path: Path, encoding: str) -> tuple[str, int]:
+def _sniff_delimiter(handle: BinaryIO, encoding: str) -> tuple[str, int]:
     """The delimiter (`,` `;` or tab) most used in the first line; lines to skip before the header.
 
     Honours Excel's `sep=;` first line. Counting in the header is steadier than
     csv.Sniffer, which guesses wrong on short files.
     """
-    with path.open(encoding=encoding, newline="") as handle:
-        first = handle.readline()
+    handle.seek(0)
+    text = io.TextIOWrapper(handle, encoding=encoding, newline="")
+    try:
+        first = text.readline(1 << 20)  # a header line; a file with no line break stops here
+    finally:
+        text.detach()
     if first.strip().lower().startswith("sep=") and len(first.strip()) == 5:
         return first.strip()[4], 1
     outside_quotes = first.split('"')[::2]

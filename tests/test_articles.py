@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from newsletter.articles import (
     MAX_FILE_BYTES,
+    READERS,
     USER_AGENT,
     DirectorySource,
     FeedSource,
@@ -233,13 +234,22 @@ def test_too_large_is_refused_without_reading_it(tmp_path: Path) -> None:
     assert caught.value.where == str(sparse)
 
 
-def test_a_fifo_is_refused_instead_of_blocking(tmp_path: Path) -> None:
+@pytest.mark.timeout(30)
+def test_a_fifo_or_an_endless_device_is_skipped_and_the_day_goes_on(tmp_path: Path) -> None:
     day = tmp_path / "2026-11-23"
     day.mkdir()
-    os.mkfifo(day / "pipe.txt")  # opening it for reading would wait for a writer forever
+    os.mkfifo(day / "a-pipe.txt")  # opening it for reading would wait for a writer forever
+    (day / "b-zero.json").symlink_to("/dev/zero")  # reading it would never end
+    (day / "c-good.txt").write_bytes((DATA / "upstream-format.txt").read_bytes())
     found = DirectorySource(tmp_path).articles_for(dt.date(2026, 11, 23))
-    assert [s.reason for s in found.skipped] == [
-        "is not a regular file (article files are plain files)"
+    assert [Path(a.origin).name for a in found.articles] == ["c-good.txt"]
+    fix = "an article is a plain file: replace it with one, or move it out of the folder"
+    assert [(Path(s.origin).name, s.reason) for s in found.skipped] == [
+        ("a-pipe.txt", f"is a named pipe (FIFO), not a regular file ({fix})"),
+        (
+            "b-zero.json",
+            f"is a character device (like /dev/zero or a terminal), not a regular file ({fix})",
+        ),
     ]
 
 
@@ -249,6 +259,168 @@ def test_a_very_long_line_is_fine(tmp_path: Path) -> None:
     path.write_text(f"Mon, November 23, 2026\n\nLong One\n\n{paragraph}\n", encoding="utf-8")
     article = read_article_file(path)
     assert len(article.summary[0]) == len(paragraph.strip())
+
+
+# ---------------------------------------------------------------------------
+# Hostile files: every one is an Article or a skipped file, in bounded time
+# ---------------------------------------------------------------------------
+
+FRONT = "---\nheadline: Brackets All the Way Down\nurl: https://example.com/b\n---\n\n"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 8_000 + "]" * 8_000,  # 16 KB: 8 s with python-markdown
+        "[" * 200_000 + "]" * 200_000,  # 400 KB: python-markdown never finished
+    ],
+    ids=["16KB", "400KB"],
+)
+def test_nested_brackets_render_in_linear_time(tmp_path: Path, body: str) -> None:
+    path = tmp_path / "brackets.md"
+    path.write_text(FRONT + body + "\n", encoding="utf-8")
+    article = read_article_file(path)
+    assert article.summary == (body,)  # no link in there: CommonMark keeps it as text
+    assert article.summary_html == f"<p>{body}</p>"
+
+
+@pytest.mark.timeout(30)
+def test_bracket_and_link_soup_renders_in_linear_time(tmp_path: Path) -> None:
+    body = "[[[a](https://example.com/b)" * 14_000  # 400 KB, 14,000 links: past the tag budget
+    path = tmp_path / "links.md"
+    path.write_text(FRONT + body + "\n", encoding="utf-8")
+    article = read_article_file(path)
+    assert_well_formed(article, str(path))
+    assert article.summary == ("[[a" * 14_000,)  # each "[a](...)" is a link; its text stays
+    assert article.summary_html == "<p>" + "[[a" * 14_000 + "</p>"  # shown as its text
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "markup",
+    [
+        "<div>" * 100_000 + "deep",  # nh3's tree builder is quadratic in depth
+        "<ul><li>" * 30_000 + "deep",
+        "<blockquote>" * 25 + "deep" + "</blockquote>" * 25,  # clean, but deeper than mail
+    ],
+    ids=["100k-div", "30k-ul", "25-blockquote"],
+)
+def test_deeply_nested_html_in_markdown_becomes_text(tmp_path: Path, markup: str) -> None:
+    path = tmp_path / "nested.md"
+    path.write_text(FRONT + "Before.\n\n" + markup + "\n", encoding="utf-8")
+    article = read_article_file(path)
+    assert article.summary[0] == "Before." and article.summary[-1].endswith("deep")
+    assert (article.summary_html or "").startswith("<p>Before.</p>")
+    assert "<div" not in (article.summary_html or "") and "<blockquote" not in (
+        article.summary_html or ""
+    )
+
+
+def test_a_5000_digit_number_is_just_a_number(tmp_path: Path) -> None:
+    path = tmp_path / "n.json"
+    digits = "1" * 5_000  # past Python's 4,300-digit int limit: ValueError, not JSONDecodeError
+    path.write_text(
+        f'{{"headline": "Numbers", "summary": "Big.", "views": {digits}}}', encoding="utf-8"
+    )
+    assert read_article_file(path).headline == "Numbers"
+    path.write_text(f'{{"headline": {digits}, "summary": "Big."}}', encoding="utf-8")
+    with pytest.raises(ArticleParseError, match="headline must be text, not a number"):
+        read_article_file(path)
+
+
+def test_a_hostile_file_never_stops_the_day(tmp_path: Path) -> None:
+    day = tmp_path / "2026-11-23"
+    day.mkdir()
+    (day / "a-number.json").write_text(
+        '{"headline": ' + "9" * 5_000 + ', "summary": "x"}', encoding="utf-8"
+    )
+    (day / "b-deep.md").write_text("---\nheadline: " + "[" * 1_500 + "\n---\nx\n")
+    (day / "c-good.json").write_bytes((DATA / "list-summary.json").read_bytes())
+    (day / "d-good.txt").write_bytes((DATA / "upstream-format.txt").read_bytes())
+    found = DirectorySource(tmp_path).articles_for(dt.date(2026, 11, 23))
+    assert [Path(a.origin).name for a in found.articles] == ["c-good.json", "d-good.txt"]
+    assert [(Path(s.origin).name, s.reason.split(" (")[0]) for s in found.skipped] == [
+        ("a-number.json:1", "headline must be text, not a number"),
+        ("b-deep.md", "the front matter is nested too deeply"),
+    ]
+
+
+def test_a_reader_that_breaks_unexpectedly_skips_only_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader's bug (here injected: a format whose reader raises KeyError) is one skipped
+    file naming the error's type, with the traceback in the log; the day still goes out."""
+
+    def broken_reader(text: str, origin: str) -> Article:
+        raise KeyError("summary")
+
+    monkeypatch.setitem(READERS, ".broken", broken_reader)
+    day = tmp_path / "2026-11-23"
+    day.mkdir()
+    (day / "a.broken").write_text("anything", encoding="utf-8")
+    (day / "b-good.txt").write_bytes((DATA / "upstream-format.txt").read_bytes())
+    found = DirectorySource(tmp_path).articles_for(dt.date(2026, 11, 23))
+    assert [Path(a.origin).name for a in found.articles] == ["b-good.txt"]
+    [skipped] = found.skipped
+    assert Path(skipped.origin).name == "a.broken"
+    assert skipped.reason.startswith("the reader failed unexpectedly (KeyError: 'summary')")
+    assert "report it" in skipped.reason
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)
+
+
+BIDI = "\u202e"
+
+
+def test_a_bidi_override_in_any_field_never_reaches_the_edition(tmp_path: Path) -> None:
+    """U+202E in every field of every format; the articles and the rendered edition are free
+    of it (an HTML entity for it too), and the words around it are kept."""
+    from newsletter.config import Settings
+    from newsletter.edition import build_edition
+    from newsletter.render import render_edition
+
+    r = BIDI
+    day = tmp_path / "2026-11-23"
+    day.mkdir()
+    (day / "a.txt").write_text(
+        f"Mon, November 23, 2026\n\nRates {r}held at Four\n\nThe bank {r}kept rates.\n\n"
+        f"Read the Full moc.{r}knab Article at:\n[ https://example.com/a ]\n",
+        encoding="utf-8",
+    )
+    (day / "b.md").write_text(
+        f'---\nheadline: "Md {r}headline"\nsource: "moc.{r}knab"\nurl: https://example.com/md\n'
+        f'image: https://example.com/i.jpg\nimage_alt: "alt {r}text"\n---\n\n'
+        f"Body {r}with [a link {r}](https://example.com/x) and &#x202e; and &#8238; "
+        f'<b title="{r}">raw</b>.\n',
+        encoding="utf-8",
+    )
+    (day / "c.json").write_text(
+        '{"headline": "Js \\u202eheadline", "summary": ["p \\u202e one"], '
+        '"url": "https://example.com/js", "source": "moc.\\u202eknab", '
+        '"image": "https://example.com/i.jpg", "image_alt": "alt \\u202e"}',
+        encoding="utf-8",
+    )
+    found = DirectorySource(tmp_path).articles_for(dt.date(2026, 11, 23))
+    assert found.skipped == () and len(found.articles) == 3
+    for article in found.articles:
+        for name, value in dataclasses.asdict(article).items():
+            assert BIDI not in str(value), (article.origin, name, value)
+    txt, md, js = found.articles
+    assert txt.headline == "Rates held at Four" and txt.source == "moc.knab"
+    assert md.image_alt == "alt text" and md.source == "moc.knab"
+    assert js.summary == ("p one",) and js.image_alt == "alt"
+    settings = Settings(
+        _env_file=None,
+        templates_dir=HERE.parent / "templates",
+        base_url="https://news.example.com",
+        postal_address="1 Example Street",
+    )
+    edition = build_edition(found, settings)
+    assert edition is not None
+    rendered = render_edition(edition, settings)
+    for part in (rendered.html, rendered.text, rendered.subject, rendered.preheader):
+        assert BIDI not in part
+        assert "&#x202e;" not in part.lower() and "&#8238;" not in part
 
 
 # ---------------------------------------------------------------------------
@@ -474,6 +646,88 @@ JSON_FEED = {
 }
 
 
+def _rss_item(title: str, link: str, description: str, date: str = "Mon, 23 Nov 2026") -> str:
+    return (
+        f"<item><title>{title}</title><link>{link}</link>"
+        f"<pubDate>{date} 10:00:00 +0000</pubDate><description>{description}</description></item>"
+    )
+
+
+def _rss(*items: str, title: str = "Hostile") -> bytes:
+    head = f'<?xml version="1.0"?><rss version="2.0"><channel><title>{title}</title>'
+    return (head + "".join(items) + "</channel></rss>").encode()
+
+
+_GOOD_RSS_ITEM = _rss_item("Still Here", "https://hostile.example/ok", "The rest goes out.")
+_JSON_GOOD_ITEM = {
+    "url": "https://json.example/ok",
+    "title": "Still Here",
+    "summary": "The rest goes out.",
+    "date_published": "2026-11-23T10:00:00Z",
+}
+R = "\u202e"
+HOSTILE_FEEDS: dict[str, tuple[int, str, bytes]] = {
+    # A 5,000-digit number: Python's int limit raised ValueError, not JSONDecodeError.
+    "/huge-number.json": (
+        200,
+        "application/feed+json",
+        b'{"version": "https://jsonfeed.org/version/1.1", "items": [{"id": '
+        + b"7" * 5_000
+        + b', "url": "https://json.example/n", "title": "Numbered", "summary": "s", '
+        b'"date_published": "2026-11-23T08:00:00Z"}]}',
+    ),
+    # Year 1 at UTC+1 is before datetime.min in UTC: OverflowError in astimezone().
+    "/year-one.json": (
+        200,
+        "application/feed+json",
+        json.dumps(
+            {
+                "items": [
+                    {
+                        "url": "https://json.example/old",
+                        "title": "Old",
+                        "summary": "s",
+                        "date_published": "0001-01-01T00:00:00+01:00",
+                    },
+                    _JSON_GOOD_ITEM,
+                ]
+            }
+        ).encode(),
+    ),
+    # 400 KB of "<!--" in one description: feedparser's own sanitizer took 90 s.
+    "/comment-bomb.xml": (
+        200,
+        "application/rss+xml",
+        _rss(
+            _rss_item("Comments", "https://hostile.example/c", "&lt;!--" * 100_000),
+            _GOOD_RSS_ITEM,
+        ),
+    ),
+    # An HTML title with "<![": Python's HTMLParser raised AssertionError; a browser (and
+    # nh3) reads "<![ …" as a bogus comment that runs to the end.
+    "/cdata-title.xml": (
+        200,
+        "application/atom+xml",
+        b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>A</title>'
+        b'<entry><title type="html">Plain &lt;![ odd</title>'
+        b'<link rel="alternate" href="https://hostile.example/t"/><id>1</id>'
+        b"<updated>2026-11-23T10:00:00Z</updated><summary>s</summary></entry></feed>",
+    ),
+    "/bidi.xml": (
+        200,
+        "application/rss+xml",
+        _rss(
+            _rss_item(
+                f"Rates {R}held",
+                "https://hostile.example/b",
+                f"&lt;p&gt;The bank {R}kept rates &amp;#x202e; &lt;b title='{R}'&gt;x&lt;/b&gt;",
+            ),
+            title=f"moc.{R}knab",
+        ),
+    ),
+}
+
+
 class _Handler(BaseHTTPRequestHandler):
     routes: dict[str, tuple[int, str, bytes]] = {}
     seen_agents: list[str] = []
@@ -507,6 +761,7 @@ def feed_server() -> Iterator[str]:
         "/broken": (500, "text/plain", b"internal error"),
         "/page.html": (200, "text/html", b"<html><body><h1>Not a feed</h1></body></html>"),
         "/bad.json": (200, "application/json", b'{"items": [1,'),
+        **HOSTILE_FEEDS,
     }
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
@@ -620,6 +875,74 @@ def test_connection_refused_is_a_source_error() -> None:
     assert caught.value.where == url and "cannot connect" in caught.value.message
 
 
+MONDAY = dt.date(2026, 11, 23)
+
+
+def test_a_json_feed_with_a_5000_digit_number_is_read(feed_server: str) -> None:
+    found = FeedSource(f"{feed_server}/huge-number.json", UTC, timeout=5).articles_for(MONDAY)
+    assert titles(found) == ["Numbered"] and found.skipped == ()
+
+
+def test_a_feed_item_with_a_date_out_of_range_is_skipped(feed_server: str) -> None:
+    source = FeedSource(f"{feed_server}/year-one.json", PARIS, timeout=5)
+    found = source.articles_for(MONDAY)
+    assert titles(found) == ["Still Here"]
+    assert [s.reason for s in found.skipped] == [
+        "has a date out of range (0001-01-01T00:00:00+01:00)"
+    ]
+    assert source.available_dates() == [MONDAY]
+
+
+@pytest.mark.timeout(30)
+def test_a_feed_item_full_of_comment_openers_is_read_in_time(feed_server: str) -> None:
+    found = FeedSource(f"{feed_server}/comment-bomb.xml", UTC, timeout=5).articles_for(MONDAY)
+    assert titles(found) == ["Comments", "Still Here"]
+    comments = found.articles[0]
+    assert comments.summary == ("<!--" * 100_000,)  # text, shown escaped
+    assert_well_formed(comments, f"{feed_server}/comment-bomb.xml#item-1")
+
+
+def test_a_malformed_html_title_is_read_as_text(feed_server: str) -> None:
+    found = FeedSource(f"{feed_server}/cdata-title.xml", UTC, timeout=5).articles_for(MONDAY)
+    assert titles(found) == ["Plain"]
+
+
+def test_a_bidi_override_in_a_feed_never_reaches_an_article(feed_server: str) -> None:
+    found = FeedSource(f"{feed_server}/bidi.xml", UTC, timeout=5).articles_for(MONDAY)
+    [article] = found.articles
+    for name, value in dataclasses.asdict(article).items():
+        assert BIDI not in str(value), (name, value)
+    assert article.headline == "Rates held" and article.source == "moc.knab"
+    assert article.summary == ("The bank kept rates x",)
+
+
+def test_an_item_that_breaks_the_reader_is_skipped_and_the_rest_go_out(
+    feed_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Injected: the sanitizer raises for one item (a bug nobody foresaw)."""
+    from newsletter.articles import feed
+
+    real = feed.sanitize_html
+
+    def sanitize(html: str, **kwargs: object) -> str:
+        if "cable car" in html:
+            raise MemoryError("injected")
+        return real(html, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(feed, "sanitize_html", sanitize)
+    source = FeedSource(f"{feed_server}/rss.xml", PARIS, timeout=5)
+    monday = source.articles_for(dt.date(2026, 11, 23))
+    assert titles(monday) == []
+    assert [s.reason.split(";")[0] for s in monday.skipped if s.origin.endswith("#item-1")] == [
+        "the reader failed unexpectedly (MemoryError: injected)"
+    ]
+    tuesday = source.articles_for(dt.date(2026, 11, 24))
+    assert titles(tuesday) == [
+        "Lille Council Votes Past Midnight",
+        "Toulouse Starts Its Third Metro Line",
+    ]
+
+
 # ---------------------------------------------------------------------------
 # Property: whatever is in the file, an Article or an ArticleParseError
 # ---------------------------------------------------------------------------
@@ -700,8 +1023,21 @@ JSON_SHAPED = st.fixed_dictionaries(
     {"headline": WORDS, "summary": WORDS | st.lists(WORDS, max_size=4)},
     optional={key: WORDS | URLS for key in ("url", "source", "date", "image", "image_alt")},
 ).map(json.dumps)
+# Shapes that broke readers: huge numbers, unbalanced brackets and comments, deep nesting.
+HOSTILE = st.sampled_from(
+    [
+        '{"headline": "h", "summary": "s", "n": 1' + "0" * 5_000 + "}",
+        '{"headline": 1' + "0" * 5_000 + ', "summary": "s"}',
+        '{"headline": "h", "summary": "\\ud800\\udfff\\ud800"}',
+        "---\nheadline: h\n---\n" + "[" * 300 + "<![" + "<!--" * 50 + "]" * 100,
+        "---\nheadline: h\n---\n" + "<div>" * 600 + "&#x202e;x",
+        "---\nheadline: " + "{" * 300 + "\n---\nx",
+        "---\nheadline: &a [&a, &a]\nsummary: *a\n---\nx",
+    ]
+)
 CONTENT = (
-    st.binary(max_size=300)
+    HOSTILE.map(str.encode)
+    | st.binary(max_size=300)
     | st.text(max_size=300).map(str.encode)
     | ARTICLE_LIKE.map(str.encode)
     | JSON_ARTICLES.map(str.encode)

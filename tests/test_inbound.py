@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import io
+import os
 import re
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from sqlalchemy import text
 
 from newsletter import subscribers as subscriber_ops
 from newsletter.app import prepare_edition, send_edition
@@ -160,3 +162,131 @@ def test_a_maildir_is_processed_once_and_messages_move_to_cur(engine, signer, tm
 def test_a_folder_that_is_not_a_maildir_is_refused(engine, signer, tmp_path: Path):
     with pytest.raises(InputError, match="not a Maildir"):
         process_maildir(engine, signer, tmp_path)
+
+
+# Hostile mail: anyone can write to the unsubscribe address.
+
+
+def nested(levels: int, text: str = "unsubscribe nothing-here") -> bytes:
+    """A message whose body is `levels` multiparts deep (2,000 levels: ~140 KB)."""
+    opening = "".join(
+        f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n' for i in range(levels)
+    )
+    closing = "".join(f"\r\n--b{i}--" for i in reversed(range(levels)))
+    head = "From: deep@example.com\r\nSubject: hello\r\nMIME-Version: 1.0\r\n"
+    return (head + opening + f"Content-Type: text/plain\r\n\r\n{text}\r\n" + closing).encode()
+
+
+@pytest.mark.timeout(30)
+def test_a_deeply_nested_message_is_unreadable_not_a_crash(engine, signer):
+    data = nested(2_000)  # the parser recursed once per level: RecursionError
+    assert len(data) > 100_000
+    result = process_message(engine, signer, data)
+    assert result.status is InboundStatus.UNREADABLE and not result.honoured
+    assert result.detail == "it declares 2000 MIME boundaries (nested parts); a request has a few"
+
+
+def test_a_token_in_a_modestly_nested_body_is_found(engine, signer):
+    subscriber_ops.add_subscriber(engine, "ann@example.com")
+    token = signer.sign(Purpose.UNSUBSCRIBE, "ann@example.com")
+    result = process_message(engine, signer, nested(5, f"unsubscribe {token}"))
+    assert result.status is InboundStatus.UNSUBSCRIBED
+
+
+@pytest.mark.timeout(60)
+def test_hostile_messages_are_set_aside_and_the_rest_are_processed(engine, signer, tmp_path):
+    """Each message in isolation: the poison ones go to .poison/cur with their reason and are
+    never tried again; the others, before and after them, are handled as usual."""
+    for email in ("ann@example.com", "bob@example.com", "cat@example.com"):
+        subscriber_ops.add_subscriber(engine, email)
+    maildir = tmp_path / "Maildir"
+    for folder in ("new", "cur", "tmp"):
+        (maildir / folder).mkdir(parents=True)
+    new = maildir / "new"
+
+    def token(email: str) -> str:
+        return signer.sign(Purpose.UNSUBSCRIBE, email)
+
+    (new / "1.deep").write_bytes(nested(2_000))
+    (new / "2.garbage").write_bytes(bytes(range(256)) * 400)
+    huge = "=?utf-8?q?a?= " * 60_000  # 840 KB of encoded words: minutes for the email package
+    (new / "3.huge-subject").write_bytes(
+        f"From: bob@example.com\r\nSubject: unsubscribe {token('bob@example.com')} {huge}\r\n"
+        "\r\nbye\r\n".encode()
+    )
+    latin1 = (
+        b"From: Andr\xe9 <cat@example.com>\r\nSubject: d\xe9sabonner\r\n"
+        b"Content-Type: text/plain; charset=x-no-such-charset\r\n\r\n"
+        b"Merci, unsubscribe " + token("cat@example.com").encode() + b" \xe9t\xe9\r\n"
+    )
+    (new / "4.latin1").write_bytes(latin1)
+    os.mkfifo(new / "5.fifo")  # reading it would wait for a writer for ever
+    (new / "6.zero").symlink_to("/dev/zero")  # reading it would never end
+    (new / "7.big").write_bytes(b"Subject: x\r\n\r\n" + b"x" * 2_000_000)
+    (new / "8.ann").write_bytes(request(f"unsubscribe {token('ann@example.com')}"))
+    for order, entry in enumerate(sorted(new.iterdir())):  # oldest first, in name order
+        os.utime(entry, (1_700_000_000 + order,) * 2, follow_symlinks=False)
+
+    results = process_maildir(engine, signer, maildir)
+
+    by_name = {r.path.name.split(":")[0]: r for r in results if r.path}
+    assert [r.path.name.split(":")[0] for r in results if r.path] == [
+        "1.deep",
+        "2.garbage",
+        "3.huge-subject",
+        "4.latin1",
+        "5.fifo",
+        "6.zero",
+        "7.big",
+        "8.ann",
+    ]
+    assert {name: r.status for name, r in by_name.items()} == {
+        "1.deep": InboundStatus.UNREADABLE,
+        "2.garbage": InboundStatus.NO_TOKEN,
+        "3.huge-subject": InboundStatus.UNSUBSCRIBED,
+        "4.latin1": InboundStatus.UNSUBSCRIBED,
+        "5.fifo": InboundStatus.UNREADABLE,
+        "6.zero": InboundStatus.UNREADABLE,
+        "7.big": InboundStatus.UNREADABLE,
+        "8.ann": InboundStatus.UNSUBSCRIBED,
+    }
+    assert by_name["5.fifo"].detail == "is a named pipe (FIFO), not a regular file"
+    assert by_name["6.zero"].detail == "is a symbolic link, not a regular file"
+    assert by_name["7.big"].detail == "is too large (2,000,014 bytes; a message is at most 1 MB)"
+    assert by_name["4.latin1"].sender == "cat@example.com"
+    assert list(new.iterdir()) == []
+    poison = maildir / ".poison"
+    assert sorted(p.name for p in (poison / "cur").iterdir()) == [
+        "1.deep:2,",
+        "5.fifo:2,",
+        "6.zero:2,",
+        "7.big:2,",
+    ]
+    assert (poison / "new").is_dir() and (poison / "tmp").is_dir()  # a Maildir++ folder
+    assert sorted(p.name for p in (maildir / "cur").iterdir()) == [
+        "2.garbage:2,FS",
+        "3.huge-subject:2,S",
+        "4.latin1:2,S",
+        "8.ann:2,S",
+    ]
+    for email in ("ann@example.com", "bob@example.com", "cat@example.com"):
+        assert status_of(engine, email) is SubscriberStatus.UNSUBSCRIBED
+    assert process_maildir(engine, signer, maildir) == []  # set aside: never retried
+
+
+def test_a_database_error_stops_the_run_and_keeps_the_message_for_the_next(
+    engine, signer, tmp_path
+):
+    """The poison handling is for the message's faults only: a store that fails (injected:
+    its table is gone) is not the message's fault, so it stays in new/ to be tried again."""
+    maildir = tmp_path / "Maildir"
+    for folder in ("new", "cur", "tmp"):
+        (maildir / folder).mkdir(parents=True)
+    message = maildir / "new" / "1.ann"
+    message.write_bytes(request(f"unsubscribe {signer.sign(Purpose.UNSUBSCRIBE, 'a@b.org')}"))
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE deliveries"))
+        connection.execute(text("DROP TABLE subscribers"))
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the store raises for it
+        process_maildir(engine, signer, maildir)
+    assert message.exists() and not (maildir / ".poison").exists()

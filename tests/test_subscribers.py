@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, insert, select, text
 
+from newsletter import subscribers as subscribers_module
 from newsletter.errors import InputError, StoreError
 from newsletter.models import SubscriberStatus
 from newsletter.store import subscribers as store
@@ -227,6 +228,69 @@ def test_status_column_only_suppresses_and_unknown_values_are_invalid(tmp_path: 
         ("d@example.com", None),
     ]
     assert [line for line, _ in result.problems] == [6]
+
+
+@pytest.mark.timeout(30)
+def test_only_a_regular_file_is_imported(tmp_path: Path) -> None:
+    """A FIFO blocked the import for ever, /dev/zero read for ever; now one line each."""
+    fifo = tmp_path / "list.csv"
+    os.mkfifo(fifo)
+    link = tmp_path / "zero.csv"
+    link.symlink_to("/dev/zero")
+    cases = [
+        (fifo, "is a named pipe (FIFO), not a regular file"),
+        (Path("/dev/zero"), "is a character device (like /dev/zero or a terminal), not a regular"),
+        (link, "is a character device (like /dev/zero or a terminal), not a regular"),
+        (tmp_path, "is a directory, not a regular file"),
+    ]
+    for path, message in cases:
+        with pytest.raises(InputError) as caught:
+            parse_csv(path)
+        assert caught.value.where == str(path)
+        assert caught.value.message.startswith(message)
+        assert caught.value.hint == "export the list to a CSV file and import that file"
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subscribers_module, "MAX_CSV_BYTES", 64)
+    path = write_csv(tmp_path / "big.csv", "email\n" + "someone@example.com\n" * 4)
+    with pytest.raises(InputError, match=r"is too large \(86 bytes; a subscriber list is at most"):
+        parse_csv(path)
+
+
+def test_a_row_past_the_csv_field_limit_is_one_problem_not_the_file(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "f.csv",
+        f"email,name\nann@example.com,Ann\nbob@example.com,{'x' * 200_000}\ncat@example.com,Cat\n",
+    )
+    result = parse_csv(path)
+    assert [(r.email, r.line) for r in result.rows] == [
+        ("ann@example.com", 2),
+        ("cat@example.com", 4),
+    ]
+    assert result.problems == (
+        (3, "not a readable CSV row: field larger than field limit (131072)"),
+    )
+
+
+def test_a_row_that_breaks_the_reader_unexpectedly_is_one_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Injected: validation raises something nobody foresaw for one address."""
+    real = subscribers_module.validate_email
+
+    def validate(address: str) -> str:
+        if address.startswith("bob"):
+            raise RuntimeError("injected")
+        return real(address)
+
+    monkeypatch.setattr(subscribers_module, "validate_email", validate)
+    path = write_csv(tmp_path / "r.csv", "email\nann@example.com\nbob@example.com\ncat@x.org\n")
+    result = parse_csv(path)
+    assert [r.email for r in result.rows] == ["ann@example.com", "cat@x.org"]
+    assert result.problems == ((3, "could not be read (RuntimeError: injected)"),)
 
 
 def test_the_example_list_parses_cleanly() -> None:

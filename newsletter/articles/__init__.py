@@ -9,16 +9,25 @@ whatever the format: a one-line headline of at most 300 characters, non-empty
 plain-text paragraphs with no control characters, http(s)-only URLs, and
 `summary_html` only ever as nh3 sanitized it. A file that breaks a promise raises
 `ArticleParseError` naming the file (and line, where one is meaningful); a source
-turns that into a `SkippedFile` so one bad file never stops an edition.
+turns that into a `SkippedFile` so one bad file never stops an edition. So does
+any other exception a reader raises on a file or a feed item (`unexpected`): the
+reason names its type, the traceback goes to the log.
+
+Hostile input is bounded, not trusted: only regular files of at most 1 MB are
+read (`newsletter.input_files`: a FIFO or /dev/zero is a skipped file, never a
+hang); Markdown is CommonMark (markdown-it-py, linear in the text); HTML past
+MAX_HTML_TAGS tags or MAX_HTML_DEPTH levels is shown as its text (nh3's parser is
+quadratic in nesting depth); JSON numbers of any length parse.
 
 The package, bottom up (each module imports only those above it):
 
     text.py        text hygiene: newlines, control characters, one-line labels,
                    paragraphs; html_to_paragraphs; sanitize_html (the nh3 cleaners)
     checks.py      the checks every article passes whatever its format: URLs,
-                   labels, `_article` building the Article; the shared limits
+                   labels, `_article` building the Article; the shared limits;
+                   `unexpected`, the error for a reader's unforeseen exception
     plaintext.py   the upstream .txt format (date lines, "Read the Full … Article at:")
-    structured.py  Markdown with YAML front matter, and JSON (yaml, json errors)
+    structured.py  Markdown with YAML front matter, and JSON (markdown-it, yaml, json)
     files.py       decoding bytes, the READERS registry, read_article_file, DirectorySource
     feed.py        FeedSource over HTTP (httpx, feedparser errors)
     __init__.py    the ArticleSource Protocol, open_source, and the public names
@@ -52,7 +61,13 @@ from newsletter.articles.files import (
 )
 from newsletter.articles.plaintext import parse_text_article
 from newsletter.articles.structured import parse_json_article, parse_markdown_article
-from newsletter.articles.text import ALLOWED_TAGS, html_to_paragraphs, sanitize_html
+from newsletter.articles.text import (
+    ALLOWED_TAGS,
+    MAX_HTML_DEPTH,
+    MAX_HTML_TAGS,
+    html_to_paragraphs,
+    sanitize_html,
+)
 from newsletter.errors import ConfigError
 from newsletter.models import DayArticles
 
@@ -62,6 +77,8 @@ __all__ = [
     "MAX_FIELD_CHARS",
     "MAX_FILE_BYTES",
     "MAX_HEADLINE_CHARS",
+    "MAX_HTML_DEPTH",
+    "MAX_HTML_TAGS",
     "MAX_URL_CHARS",
     "READERS",
     "SETTING",

@@ -11,6 +11,7 @@ module is what makes the promises hold for a format added later.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
@@ -19,6 +20,8 @@ from newsletter.errors import ArticleParseError
 from newsletter.hygiene import has_unsafe, one_line
 from newsletter.models import Article
 
+log = logging.getLogger("newsletter.articles")
+
 MAX_HEADLINE_CHARS = 300
 MAX_FIELD_CHARS = 500  # source, image_alt: one-line labels
 MAX_URL_CHARS = 2048
@@ -26,6 +29,25 @@ MAX_URL_CHARS = 2048
 SETTING = "NEWSLETTER_ARTICLES_SOURCE"
 
 Where = Callable[[str], str]  # field name -> "file:line" (or just the file)
+
+
+def unexpected(exc: Exception, origin: str) -> ArticleParseError:
+    """The error for a file or feed item that broke its reader in a way nobody foresaw.
+
+    A reader raises ArticleParseError for every problem it knows; anything else
+    (a RecursionError, a ValueError from deep inside a library) is input nobody
+    planned for. It becomes an ArticleParseError like any bad file, so the file
+    is skipped and the rest of the day still goes out; the message names the
+    error's type, and the traceback goes to the log for whoever teaches the
+    reader a clear message.
+    """
+    log.error("reading %s failed unexpectedly", origin, exc_info=exc)
+    detail = one_line(str(exc))[:200]
+    return ArticleParseError(
+        f"the reader failed unexpectedly ({type(exc).__name__}{': ' if detail else ''}{detail})",
+        where=origin,
+        hint="the file is skipped; please report it so the reader can say what is wrong",
+    )
 
 
 def _http_url(value: str, field: str, where: Where) -> str:

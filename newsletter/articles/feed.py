@@ -3,7 +3,9 @@
 `FeedSource` fetches the feed on every call (size-capped, with its own
 User-Agent), reduces each entry to a `_FeedItem` whatever the format, and picks
 the items dated on the requested day in the newsletter's zone. Someone else's
-HTML goes through `sanitize_html` like any other. httpx and feedparser
+HTML goes through `sanitize_html` like any other (feedparser's own sanitizer is
+off: it is quadratic on hostile markup). An item that cannot be used, for any
+reason, is a `SkippedFile`; the other items still go out. httpx and feedparser
 exceptions are translated here and nowhere else.
 """
 
@@ -22,7 +24,8 @@ from zoneinfo import ZoneInfo
 import feedparser
 import httpx
 
-from newsletter.articles.checks import SETTING, _article, _http_url
+from newsletter.articles.checks import SETTING, _article, _http_url, unexpected
+from newsletter.articles.structured import _load_json
 from newsletter.articles.text import _paragraphs, html_to_paragraphs, sanitize_html
 from newsletter.errors import ArticleParseError, SourceError
 from newsletter.hygiene import one_line
@@ -44,6 +47,12 @@ class _FeedItem:
     when: dt.datetime | None  # aware
     image: str | None
     date_problem: str = "has no published or updated date"
+    base: str | None = None  # what relative links in the body are relative to
+
+
+def _unreadable(reason: str) -> _FeedItem:
+    """An entry that could not even be reduced: reported on every date, since it has none."""
+    return _FeedItem(None, False, None, None, False, None, None, date_problem=reason)
 
 
 class FeedSource:
@@ -68,20 +77,40 @@ class FeedSource:
         skipped: list[SkippedFile] = []
         for number, item in enumerate(items, 1):
             origin = f"{self.url}#item-{number}"
-            if item.when is None:
-                skipped.append(SkippedFile(origin=origin, reason=item.date_problem))
-                continue
-            if item.when.astimezone(self.zone).date() != date:
-                continue
             try:
-                articles.append(self._article(item, feed_title, date, origin))
+                day = self._day(item)
+                if day is None:
+                    skipped.append(SkippedFile(origin=origin, reason=one_line(item.date_problem)))
+                elif day == date:
+                    articles.append(self._article(item, feed_title, date, origin))
             except ArticleParseError as exc:
-                skipped.append(SkippedFile(origin=origin, reason=exc.message))
+                skipped.append(SkippedFile(origin=origin, reason=one_line(exc.message)))
+            except Exception as exc:  # whatever else: one item never stops the edition
+                skipped.append(SkippedFile(origin=origin, reason=unexpected(exc, origin).message))
         return DayArticles(date=date, articles=tuple(articles), skipped=tuple(skipped))
 
     def available_dates(self) -> list[dt.date]:
         _, items = self._load()
-        return sorted({item.when.astimezone(self.zone).date() for item in items if item.when})
+        dates = set()
+        for item in items:
+            try:
+                day = self._day(item)
+            except ArticleParseError:
+                continue
+            if day is not None:
+                dates.add(day)
+        return sorted(dates)
+
+    def _day(self, item: _FeedItem) -> dt.date | None:
+        """The item's date in the newsletter's zone; None when it has no usable date."""
+        if item.when is None:
+            return None
+        try:
+            return item.when.astimezone(self.zone).date()
+        except (OverflowError, ValueError):  # e.g. year 1 at UTC+1 is before datetime.min
+            raise ArticleParseError(
+                f"has a date out of range ({item.when.isoformat()})", where=self.url
+            ) from None
 
     def _article(
         self, item: _FeedItem, feed_title: str | None, date: dt.date, origin: str
@@ -99,7 +128,7 @@ class FeedSource:
         summary_html = None
         paragraphs: list[str] = []
         if item.body and item.body_is_html:
-            summary_html = sanitize_html(item.body)
+            summary_html = sanitize_html(item.body, base=item.base)
             if "<" in summary_html:
                 paragraphs = html_to_paragraphs(summary_html)
             else:  # "HTML" with no tags (common in RSS): keep its blank-line paragraphs
@@ -128,9 +157,18 @@ class FeedSource:
     def _load(self) -> tuple[str | None, list[_FeedItem]]:
         body, content_type, final_url = self._fetch()
         start = body.lstrip(codecs.BOM_UTF8).lstrip()[:1]
-        if "json" in content_type or start == b"{":
-            return _parse_json_feed(body, self.url)
-        return _parse_xml_feed(body, self.url, content_type, final_url)
+        try:
+            if "json" in content_type or start == b"{":
+                return _parse_json_feed(body, self.url)
+            return _parse_xml_feed(body, self.url, content_type, final_url)
+        except SourceError:
+            raise
+        except Exception as exc:  # a parser's surprise: one clear line, not a traceback
+            raise SourceError(
+                f"the feed could not be read ({type(exc).__name__}: {one_line(str(exc))[:200]})",
+                where=self.url,
+                hint=f"open the feed in a browser; if it looks right, report it ({SETTING})",
+            ) from exc
 
     def _fetch(self) -> tuple[bytes, str, str]:
         """GET the feed; every httpx failure becomes one SourceError naming the URL."""
@@ -188,9 +226,13 @@ def _parse_xml_feed(
     body: bytes, url: str, content_type: str, final_url: str
 ) -> tuple[str | None, list[_FeedItem]]:
     # BytesIO, never bytes: feedparser treats a plain string as a URL or a path to open.
+    # Its own sanitizer and link resolver are off: both take quadratic time on hostile
+    # markup (400 KB of "&lt;!--" in one item: 90 s); nh3 does both in sanitize_html.
     parsed = feedparser.parse(
         io.BytesIO(body),
         response_headers={"content-type": content_type, "content-location": final_url},
+        sanitize_html=False,
+        resolve_relative_uris=False,
     )
     if not parsed.get("version") and not parsed.entries:
         problem = parsed.get("bozo_exception")
@@ -200,33 +242,40 @@ def _parse_xml_feed(
             hint=f"point {SETTING} at the feed itself, not the web page",
         )
     items = []
-    for entry in parsed.entries:
-        stamp = entry.get("published_parsed") or entry.get("updated_parsed")
-        when = dt.datetime(*stamp[:5], min(stamp[5], 59), tzinfo=dt.UTC) if stamp else None
-        raw_date = entry.get("published") or entry.get("updated")
-        problem = (
-            f"has a date feedparser cannot read ({raw_date!r})"
-            if raw_date
-            else "has no published or updated date"
-        )
-        detail = entry.get("summary_detail") or {}
-        body_text = entry.get("summary")
-        if not body_text and entry.get("content"):
-            detail = entry.content[0]
-            body_text = detail.get("value")
-        items.append(
-            _FeedItem(
-                title=entry.get("title"),
-                title_is_html="html" in (entry.get("title_detail") or {}).get("type", ""),
-                link=entry.get("link"),
-                body=body_text,
-                body_is_html="html" in detail.get("type", "text/html"),
-                when=when,
-                image=_entry_image(entry),
-                date_problem=problem,
-            )
-        )
-    return parsed.feed.get("title"), items
+    for number, entry in enumerate(parsed.entries, 1):
+        try:
+            items.append(_xml_item(entry, final_url))
+        except Exception as exc:  # one entry never stops the feed
+            items.append(_unreadable(unexpected(exc, f"{url}#item-{number}").message))
+    title = parsed.feed.get("title")
+    return (title if isinstance(title, str) else None), items
+
+
+def _xml_item(entry: Any, final_url: str) -> _FeedItem:
+    stamp = entry.get("published_parsed") or entry.get("updated_parsed")
+    when = dt.datetime(*stamp[:5], min(stamp[5], 59), tzinfo=dt.UTC) if stamp else None
+    raw_date = entry.get("published") or entry.get("updated")
+    problem = (
+        f"has a date feedparser cannot read ({raw_date!r})"
+        if raw_date
+        else "has no published or updated date"
+    )
+    detail = entry.get("summary_detail") or {}
+    body_text = entry.get("summary")
+    if not body_text and entry.get("content"):
+        detail = entry.content[0]
+        body_text = detail.get("value")
+    return _FeedItem(
+        title=entry.get("title"),
+        title_is_html="html" in (entry.get("title_detail") or {}).get("type", ""),
+        link=entry.get("link"),
+        body=body_text,
+        body_is_html="html" in detail.get("type", "text/html"),
+        when=when,
+        image=_entry_image(entry),
+        date_problem=problem,
+        base=detail.get("base") or final_url,
+    )
 
 
 def _entry_image(entry: Any) -> str | None:
@@ -245,7 +294,7 @@ def _entry_image(entry: Any) -> str | None:
 def _parse_json_feed(body: bytes, url: str) -> tuple[str | None, list[_FeedItem]]:
     """JSON Feed 1.0/1.1 (https://jsonfeed.org/version/1.1), which feedparser 6.0 lacks."""
     try:
-        data = json.loads(body.decode("utf-8-sig"))
+        data = _load_json(body.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise SourceError("the JSON Feed is not UTF-8", where=url) from None
     except json.JSONDecodeError as exc:
@@ -262,28 +311,32 @@ def _parse_json_feed(body: bytes, url: str) -> tuple[str | None, list[_FeedItem]
             hint=f"point {SETTING} at an RSS, Atom or JSON Feed URL",
         )
     items = []
-    for raw in data["items"]:
-        item = raw if isinstance(raw, dict) else {}
-        when, problem = _rfc3339(item.get("date_published") or item.get("date_modified"))
-        if isinstance(item.get("summary"), str) and item["summary"].strip():
-            body_text, is_html = item["summary"], False
-        elif isinstance(item.get("content_html"), str):
-            body_text, is_html = item["content_html"], True
-        else:
-            body_text, is_html = _text_or_none(item.get("content_text")), False
-        items.append(
-            _FeedItem(
-                title=_text_or_none(item.get("title")),
-                title_is_html=False,
-                link=_text_or_none(item.get("url")) or _text_or_none(item.get("external_url")),
-                body=body_text,
-                body_is_html=is_html,
-                when=when,
-                image=_text_or_none(item.get("image")) or _text_or_none(item.get("banner_image")),
-                date_problem=problem,
-            )
-        )
+    for number, raw in enumerate(data["items"], 1):
+        try:
+            items.append(_json_item(raw if isinstance(raw, dict) else {}))
+        except Exception as exc:  # one item never stops the feed
+            items.append(_unreadable(unexpected(exc, f"{url}#item-{number}").message))
     return _text_or_none(data.get("title")), items
+
+
+def _json_item(item: dict[str, Any]) -> _FeedItem:
+    when, problem = _rfc3339(item.get("date_published") or item.get("date_modified"))
+    if isinstance(item.get("summary"), str) and item["summary"].strip():
+        body_text, is_html = item["summary"], False
+    elif isinstance(item.get("content_html"), str):
+        body_text, is_html = item["content_html"], True
+    else:
+        body_text, is_html = _text_or_none(item.get("content_text")), False
+    return _FeedItem(
+        title=_text_or_none(item.get("title")),
+        title_is_html=False,
+        link=_text_or_none(item.get("url")) or _text_or_none(item.get("external_url")),
+        body=body_text,
+        body_is_html=is_html,
+        when=when,
+        image=_text_or_none(item.get("image")) or _text_or_none(item.get("banner_image")),
+        date_problem=problem,
+    )
 
 
 def _text_or_none(value: object) -> str | None:

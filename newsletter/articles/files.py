@@ -1,9 +1,11 @@
 """Article files on disk: from a dated directory to one Article per file.
 
 `DirectorySource` lists `root/YYYY-MM-DD/`; `read_article_file` refuses what is
-not a small regular text file, decodes the bytes (UTF-8, or UTF-16 with a BOM,
-never a guess) and hands the text to the reader its extension picks in READERS.
-A file that fails becomes a `SkippedFile`, so one bad file never stops an edition.
+not a small regular text file (opened through `newsletter.input_files`, so a
+FIFO or a link to /dev/zero cannot block or flood it), decodes the bytes (UTF-8,
+or UTF-16 with a BOM, never a guess) and hands the text to the reader its
+extension picks in READERS. A file that fails, for any reason, becomes a
+`SkippedFile`, so one bad file never stops an edition.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import re
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from newsletter.articles.checks import SETTING
+from newsletter.articles.checks import SETTING, unexpected
 from newsletter.articles.plaintext import parse_text_article
 from newsletter.articles.structured import parse_json_article, parse_markdown_article
 from newsletter.errors import ArticleParseError, SourceError
+from newsletter.hygiene import one_line
+from newsletter.input_files import RefusedFileError, open_regular
 from newsletter.models import Article, DayArticles, SkippedFile
 
 MAX_FILE_BYTES = 1024 * 1024  # an article is a few KB; anything near this is the wrong file
@@ -67,7 +70,8 @@ def _decode(data: bytes, origin: str) -> str:
 
 
 def read_article_file(path: Path) -> Article:
-    """Read one article file; any problem is an ArticleParseError naming the file."""
+    """Read one article file: an Article, or an ArticleParseError naming the file, whatever
+    the file holds (a reader's unforeseen exception becomes one too)."""
     origin = str(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
@@ -78,31 +82,21 @@ def read_article_file(path: Path) -> Article:
             hint=f"article files end in {known}",
         )
     try:
-        status = path.stat()
-        size = status.st_size
-        if not stat.S_ISREG(status.st_mode):
-            # A FIFO or device would block or never end; only regular files are articles.
-            raise ArticleParseError(
-                "is not a regular file", where=origin, hint="article files are plain files"
-            )
-        if size > MAX_FILE_BYTES:
-            data = b""
-        else:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_FILE_BYTES + 1)  # the file may grow after stat()
-            size = max(size, len(data))
+        with open_regular(
+            path,
+            limit=MAX_FILE_BYTES,
+            what="an article file",
+            fix="an article is a plain file: replace it with one, or move it out of the folder",
+        ) as handle:
+            data = handle.read()
+    except RefusedFileError as exc:
+        raise ArticleParseError(exc.message, where=origin, hint=exc.hint) from None
     except OSError as exc:
         raise ArticleParseError(
             f"cannot be read: {exc.strerror or exc}",
             where=origin,
             hint="check that the file exists and is readable",
         ) from None
-    if size > MAX_FILE_BYTES:
-        raise ArticleParseError(
-            f"is too large ({size:,} bytes; an article file is at most 1 MB)",
-            where=origin,
-            hint="is this the right file? a summary is a few kilobytes",
-        )
     if not data:
         raise ArticleParseError("is empty", where=origin, hint="write the article or delete it")
     text = _decode(data, origin)
@@ -110,7 +104,17 @@ def read_article_file(path: Path) -> Article:
         raise ArticleParseError(
             "contains only whitespace", where=origin, hint="write the article or delete it"
         )
-    return reader(text, origin)
+    try:
+        return reader(text, origin)
+    except ArticleParseError:
+        raise
+    except Exception as exc:  # an Article or an ArticleParseError, whatever the bytes
+        raise unexpected(exc, origin) from exc
+
+
+def _skipped(exc: ArticleParseError, origin: str) -> SkippedFile:
+    reason = exc.message + (f" ({exc.hint})" if exc.hint else "")
+    return SkippedFile(origin=exc.where or origin, reason=one_line(reason))
 
 
 _DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -153,8 +157,9 @@ class DirectorySource:
             try:
                 articles.append(read_article_file(path))
             except ArticleParseError as exc:
-                reason = exc.message + (f" ({exc.hint})" if exc.hint else "")
-                skipped.append(SkippedFile(origin=exc.where or str(path), reason=reason))
+                skipped.append(_skipped(exc, str(path)))
+            except Exception as exc:  # whatever else: one file never stops the edition
+                skipped.append(_skipped(unexpected(exc, str(path)), str(path)))
         return DayArticles(date=date, articles=tuple(articles), skipped=tuple(skipped))
 
     def available_dates(self) -> list[dt.date]:

@@ -10,7 +10,9 @@ articles, files or feeds, so every other module can lean on it.
 
 from __future__ import annotations
 
+import functools
 import re
+from html import escape, unescape
 from html.parser import HTMLParser
 
 import nh3
@@ -83,21 +85,69 @@ class _TextExtractor(HTMLParser):
 
 
 def html_to_paragraphs(html: str) -> list[str]:
-    """The plain-text part's view of an HTML summary (also used for feed titles)."""
+    """The plain-text part's view of any HTML: a summary, or a feed's title.
+
+    nh3 reduces the markup to well-formed tags first: Python's HTMLParser takes
+    quadratic time on some malformed input ("<!--" or "<a" repeated: minutes for
+    300 KB) and raises AssertionError on "<![". Markup past the tag budget is
+    read by `_crude_read` instead.
+    """
     extractor = _TextExtractor()
-    extractor.feed(html)
+    if _over_budget(html):
+        _crude_read(html, extractor)
+    else:
+        extractor.feed(_PRE_CLEANER.clean(html))
     extractor.close()
     return extractor.paragraphs
 
 
-_PRE_CLEANER = nh3.Cleaner(
-    tags=set(ALLOWED_TAGS | _BLOCKISH),
-    clean_content_tags=set(_DROP_WITH_CONTENT),
-    attributes={"a": {"href"}},
-    url_schemes=set(_URL_SCHEMES),
-    url_relative="deny",
-    link_rel=None,
-)
+# nh3's parser takes time in the square of the nesting depth (10,000 nested <div> take a
+# second, 100,000 many minutes); a real summary has tens of tags. HTML with more than this
+# many "<" is shown as its text, read by a linear scan.
+MAX_HTML_TAGS = 5_000
+_ANY_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)[^<>]*>")
+
+
+def _over_budget(html: str) -> bool:
+    return html.count("<") > MAX_HTML_TAGS
+
+
+def _crude_read(html: str, extractor: _TextExtractor) -> None:
+    """Feed `extractor` from a one-pass regex scan: linear whatever the markup."""
+    position = 0
+    for match in _ANY_TAG.finditer(html):
+        extractor.handle_data(unescape(html[position : match.start()]))
+        tag = match[2].lower()
+        if match[1]:
+            extractor.handle_endtag(tag)
+        else:
+            extractor.handle_starttag(tag, [])
+        position = match.end()
+    extractor.handle_data(unescape(html[position:]))
+
+
+def _pre_cleaner_args(url_relative: object) -> dict[str, object]:
+    return {
+        "tags": set(ALLOWED_TAGS | _BLOCKISH),
+        "clean_content_tags": set(_DROP_WITH_CONTENT),
+        "attributes": {"a": {"href"}},
+        "url_schemes": set(_URL_SCHEMES),
+        "url_relative": url_relative,
+        "link_rel": None,
+    }
+
+
+_PRE_CLEANER = nh3.Cleaner(**_pre_cleaner_args("deny"))
+
+
+@functools.lru_cache(maxsize=16)
+def _pre_cleaner(base: str | None) -> nh3.Cleaner:
+    """The first pass; with a feed's address, relative links become absolute against it."""
+    if base is None or not re.match(r"(?i)https?://[^/?#\s]", base):
+        return _PRE_CLEANER
+    return nh3.Cleaner(**_pre_cleaner_args(("rewrite_with_base", base)))
+
+
 _CLEANER = nh3.Cleaner(
     tags=set(ALLOWED_TAGS),
     clean_content_tags=set(_DROP_WITH_CONTENT),
@@ -112,14 +162,40 @@ _DEAD_LINK = re.compile(r'<a rel="noopener">(.*?)</a>', re.DOTALL)  # its href w
 _VOID_HR = re.compile(r"<hr>")
 
 
-def sanitize_html(html: str) -> str:
+def sanitize_html(html: str, *, base: str | None = None) -> str:
     """The only way HTML from a file or feed reaches the email.
 
     The first pass keeps block tags we don't allow (now attribute-free and
     well-formed) so they can be turned into paragraphs; the second pass is the
-    real allow-list and re-balances the tags.
+    real allow-list and re-balances the tags. With `base` (a feed's address),
+    relative links are made absolute against it; without, they lose their
+    href (an email has nothing to resolve them against). HTML past the tag budget
+    (MAX_HTML_TAGS), or nested deeper than MAX_HTML_DEPTH once clean, becomes
+    its text, one <p> per paragraph: still the article, and nothing a mail
+    client or premailer's parser can choke on.
     """
-    pre = _VOID_HR.sub("<p></p>", _PRE_CLEANER.clean(html))
+    if _over_budget(html):
+        return _as_text(html)
+    pre = _VOID_HR.sub("<p></p>", _pre_cleaner(base).clean(html))
     clean = _CLEANER.clean(_BLOCKISH_TAG.sub(r"<\1p>", pre))
-    clean = _DEAD_LINK.sub(r"\1", multiline(clean))
-    return _EMPTY_P.sub("", clean).strip()
+    clean = _EMPTY_P.sub("", _DEAD_LINK.sub(r"\1", multiline(clean))).strip()
+    return _as_text(clean) if _depth(clean) > MAX_HTML_DEPTH else clean
+
+
+MAX_HTML_DEPTH = 20  # a summary nests a few levels (a quote, a list, a link in bold)
+_VOID = frozenset({"br"})
+
+
+def _depth(clean: str) -> int:
+    """How deep well-formed (nh3's) markup nests, counted in one pass."""
+    depth = deepest = 0
+    for match in _ANY_TAG.finditer(clean):
+        if match[2] in _VOID:
+            continue
+        depth += -1 if match[1] else 1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _as_text(html: str) -> str:
+    return "".join(f"<p>{escape(p, quote=False)}</p>" for p in html_to_paragraphs(html))
