@@ -217,3 +217,21 @@ def test_preview_and_send_use_the_stored_edition_and_a_refused_rebuild_stops(
     assert refused.returncode == 1
     assert f"--rebuild: the edition of {DAY} is already sending" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_inbound_names_where_an_unreadable_message_was_set_aside(cli_env, tmp_path):
+    maildir = tmp_path / "unsub"
+    for folder in ("new", "cur", "tmp"):
+        (maildir / folder).mkdir(parents=True)
+    nested = b"".join(
+        f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n'.encode()
+        for i in range(2000)
+    )
+    (maildir / "new" / "1.deep").write_bytes(b"From: x@example.com\r\n" + nested)
+    result = newsletter(cli_env, "inbound", "--maildir", str(maildir), check=False)
+    assert result.returncode == 1
+    assert "unreadable" in result.stdout and "Traceback" not in result.stderr
+    set_aside = maildir / ".poison" / "cur"
+    [moved] = list(set_aside.iterdir())
+    assert f"set aside in {set_aside}" in " ".join(result.stdout.split())
+    assert moved.name.startswith("1.deep")

@@ -75,11 +75,12 @@ def inbound(
     """Process mail sent to the unsubscribe address (List-Unsubscribe's mailto: link).
 
     Only messages carrying a valid signed token unsubscribe anyone. Handled
-    messages move from new/ to cur/. Exit code 1 if any message was not honoured.
+    messages move from new/ to cur/; one that cannot be read at all is set aside
+    in the Maildir's .poison folder. Exit code 1 if any message was not honoured.
 
     Example: newsletter inbound --maildir /var/mail/unsubscribe
     """
-    from newsletter.inbound import process_maildir, process_stream
+    from newsletter.inbound import InboundStatus, process_maildir, process_stream
     from newsletter.tokens import Signer
 
     settings = settings_of(ctx)
@@ -92,6 +93,8 @@ def inbound(
     for result in results:
         mark = "" if result.honoured else "[yellow]not honoured:[/] "
         console.print(f"{mark}{result.sender or '?'}: {result.status.value} {result.detail}")
+        if result.status is InboundStatus.UNREADABLE and result.path is not None:
+            console.print(f"  set aside in {result.path} (not processed again)")
     console.print(f"{len(results)} messages, {sum(r.honoured for r in results)} honoured")
     if not all(r.honoured for r in results):
         raise typer.Exit(1)
