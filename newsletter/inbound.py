@@ -48,7 +48,6 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import parseaddr
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote
@@ -59,6 +58,7 @@ from newsletter.errors import InputError
 from newsletter.hygiene import one_line
 from newsletter.input_files import open_regular
 from newsletter.logs import event
+from newsletter.models import InboundStatus
 from newsletter.subscribers import unsubscribe
 from newsletter.tokens import UNSUBSCRIBE_MAX_AGE, Purpose, Signer
 
@@ -74,15 +74,6 @@ POISON_FOLDER = ".poison"  # Maildir++ subfolder of the Maildir: unreadable mess
 _TOKEN = r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"
 _REQUEST = re.compile(rf"\bunsubscribe[\s:]+({_TOKEN})", re.IGNORECASE)
 _BOUNDARY = re.compile(rb"boundary\*?[0-9]*\*?\s*=", re.IGNORECASE)
-
-
-class InboundStatus(StrEnum):
-    UNSUBSCRIBED = "unsubscribed"  # the token was valid and the address is now unsubscribed
-    NOT_SUBSCRIBED = "not_subscribed"  # valid token, but the address was not on the list (any more)
-    INVALID_TOKEN = "invalid_token"  # a token was there but forged, altered or expired
-    NO_TOKEN = "no_token"  # no token at all: not acted on, reported for a person
-    AUTOMATIC = "automatic"  # an auto-reply or delivery report: ignored on purpose
-    UNREADABLE = "unreadable"  # not an email we can read (empty, too big, too deep, broken)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,34 @@ class DeliveryStatus(StrEnum):
     SKIPPED = "skipped"  # the subscriber left before their message went out
 
 
+class SignupOutcome(StrEnum):
+    """What a sign-up did (the form's answer)."""
+
+    SENT = "sent"  # a confirmation email went out
+    ALREADY_SENT = "already_sent"  # one went out within RESEND_AFTER: nothing sent now
+    ALREADY_ACTIVE = "already_active"  # subscribed already: nothing sent
+    FAILED = "failed"  # the relay did not take the email; the sign-up is kept for a retry
+
+
+class ConfirmOutcome(StrEnum):
+    """What pressing a confirmation link did."""
+
+    CONFIRMED = "confirmed"  # active from now on, consent recorded
+    ALREADY_ACTIVE = "already_active"  # pressed twice, or subscribed meanwhile
+    NOT_PENDING = "not_pending"  # expired and forgotten, or never asked for: sign up again
+
+
+class InboundStatus(StrEnum):
+    """What `newsletter inbound` did with one message sent to the unsubscribe address."""
+
+    UNSUBSCRIBED = "unsubscribed"  # the token was valid and the address is now unsubscribed
+    NOT_SUBSCRIBED = "not_subscribed"  # valid token, but the address was not on the list (any more)
+    INVALID_TOKEN = "invalid_token"  # a token was there but forged, altered or expired
+    NO_TOKEN = "no_token"  # no token at all: not acted on, reported for a person
+    AUTOMATIC = "automatic"  # an auto-reply or delivery report: ignored on purpose
+    UNREADABLE = "unreadable"  # not an email we can read (empty, too big, too deep, broken)
+
+
 @dataclass(frozen=True)
 class Article:
     """One summarized article, as any source produces it.

@@ -32,7 +32,6 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from enum import StrEnum
 
 from sqlalchemy import Engine
 
@@ -41,7 +40,7 @@ from newsletter.delivery import Outcome, RelayUnavailable, SendResult, SmtpConne
 from newsletter.errors import DeliveryError
 from newsletter.logs import event
 from newsletter.message import clean_header_text, make_message_id
-from newsletter.models import SubscriberStatus
+from newsletter.models import ConfirmOutcome, SignupOutcome, SubscriberStatus
 from newsletter.store import subscribers as store
 from newsletter.store.engine import utcnow
 from newsletter.subscribers import clean_name, validate_email
@@ -52,24 +51,11 @@ log = logging.getLogger("newsletter.signup")
 RESEND_AFTER = dt.timedelta(hours=1)
 
 
-class SignupOutcome(StrEnum):
-    SENT = "sent"  # a confirmation email went out
-    ALREADY_SENT = "already_sent"  # one went out within RESEND_AFTER: nothing sent now
-    ALREADY_ACTIVE = "already_active"  # subscribed already: nothing sent
-    FAILED = "failed"  # the relay did not take the email; the sign-up is kept for a retry
-
-
 @dataclass(frozen=True)
 class SignupResult:
     outcome: SignupOutcome
     email: str  # the address as validated
     reason: str = ""  # the relay's reply or error, when FAILED
-
-
-class ConfirmOutcome(StrEnum):
-    CONFIRMED = "confirmed"  # active from now on, consent recorded
-    ALREADY_ACTIVE = "already_active"  # pressed twice, or subscribed meanwhile
-    NOT_PENDING = "not_pending"  # expired and forgotten, or never asked for: sign up again
 
 
 def signup_expiry(settings: Settings) -> dt.timedelta:
