@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import sqlite3
@@ -872,3 +873,32 @@ def test_an_action_waiting_on_a_locked_database_holds_up_no_other_page(
         sa_event.remove(Engine, "before_cursor_execute", hook)
     assert answered["r"].status_code == 303
     assert flashes(editor.get(answered["r"].headers["location"]))[0][0] == "ok"
+
+
+def test_hostile_article_files_never_break_a_page_or_the_send(editor, articles_dir, cli_env):
+    """The issue's files: a JSON article and a JSON Feed-style number of 5,000 digits (a
+    ValueError, not a JSONDecodeError, in Python), a 16 KB Markdown article of nested
+    brackets, a FIFO. Each is a skipped file; the pages answer and the day still goes out."""
+    day = articles_dir / DAY.isoformat()
+    (day / "90-huge-number.json").write_text(
+        '{"headline": "Counted", "summary": "A number.", "url": "https://example.com/n", '
+        '"rank": ' + "9" * 5000 + "}"
+    )
+    (day / "91-brackets.md").write_text(
+        "---\nheadline: Brackets\nurl: https://example.com/b\n---\n\n" + "[" * 8000 + "]" * 8000
+    )
+    os.mkfifo(day / "92-pipe.txt")
+
+    assert editor.get("/editor").status_code == 200
+    page = editor.get(EDITION)
+    assert page.status_code == 200
+    assert "92-pipe.txt" in page.text  # skipped, with its reason
+    html = editor.get(f"{EDITION}/html")
+    assert html.status_code == 200 and "Counted" in html.text and "Brackets" in html.text
+
+    listed = cli_env.run("articles", "--date", DAY.isoformat())
+    assert "Counted" in listed.stdout  # a long number is just a number
+    assert "92-pipe.txt" in listed.stderr and "Traceback" not in listed.stderr
+    cli_env.run("subscribers", "add", "reader@example.net")
+    sent = cli_env.run("send", "--date", DAY.isoformat())
+    assert "sent 1," in sent.stdout
