@@ -23,9 +23,12 @@ demo: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 
+# DB=postgresql runs the whole suite against a throwaway PostgreSQL 15 cluster instead.
+DB ?= sqlite
+
 test: $(STAMP) system-deps
 	$(BIN)/ruff check newsletter tests
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --db=$(DB)
 
 # The benchmark (see BENCHMARKS.md): about 10 minutes; bench-quick proves it works in < 1.
 .PHONY: bench bench-quick
