@@ -28,11 +28,11 @@ from newsletter import subscribers as subscriber_ops
 from newsletter.articles import open_source
 from newsletter.compose import compose_message
 from newsletter.config import Settings, load_settings
+from newsletter.delivery import SendSummary
 from newsletter.errors import InputError, NewsletterError
 from newsletter.logs import configure_logging
 from newsletter.models import DeliveryStatus, Recipient, SubscriberStatus
 from newsletter.pipeline import build_preview, prepare_edition, send_edition, send_test
-from newsletter.sender import SendSummary
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import editions as edition_store
 from newsletter.store import subscribers as subscriber_store

@@ -4,7 +4,7 @@
           ─> claim a batch ─> personalize + build bytes ─> SMTP ─> record each result
 
 Everything before the send is synchronous and pure apart from the store; the
-send itself is `sender.Sender`, an asyncio loop with one producer and
+send itself is `delivery.run_send`, an asyncio loop with one producer and
 `CONCURRENCY` workers, each owning one reused SMTP connection.
 """
 
@@ -21,12 +21,10 @@ from sqlalchemy import Engine
 from newsletter.articles import open_source
 from newsletter.compose import compose_message
 from newsletter.config import Settings
-from newsletter.delivery import RelayUnavailable, SendResult, SmtpConnection
+from newsletter.delivery import ProgressCallback, SendResult, SendSummary, run_send, send_one
 from newsletter.edition import build_edition
-from newsletter.errors import DeliveryError
 from newsletter.models import DeliveryStatus, Recipient, RenderedEdition, SkippedFile
 from newsletter.render import check_templates, render_edition
-from newsletter.sender import ProgressCallback, Sender, SendSummary
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import editions as edition_store
 from newsletter.store.editions import EditionStatus, StoredEdition
@@ -117,7 +115,7 @@ async def send_edition(
         summary.held = True  # an editor chose to skip this day
         return summary
     summary.queued_now = delivery_store.queue_deliveries(engine, stored.id)
-    await Sender(engine, settings, stored, summary, on_result=on_result, stop=stop).run()
+    await run_send(engine, settings, stored, summary, on_result=on_result, stop=stop)
     summary.stopped = stop.is_set()
     counts = delivery_store.count_by_status(engine, stored.id)
     summary.remaining = counts[DeliveryStatus.QUEUED] + counts[DeliveryStatus.SENDING]
@@ -135,16 +133,6 @@ async def send_test(
 ) -> SendResult:
     """Send the real edition to any address, recorded apart from subscriber deliveries."""
     data = compose_message(stored.rendered, settings, Recipient(None, email, name))
-    connection = SmtpConnection(settings)
-    try:
-        result = await connection.send(settings.from_address, email, data)
-    except RelayUnavailable as exc:
-        raise DeliveryError(
-            f"cannot reach the SMTP relay: {exc}",
-            where=f"{settings.smtp_host}:{settings.smtp_port}",
-            hint="check NEWSLETTER_SMTP_HOST and NEWSLETTER_SMTP_PORT, and that the relay is up",
-        ) from None
-    finally:
-        await connection.close()
+    result = await send_one(settings, email, data)
     delivery_store.record_test_send(engine, stored.id, email, result.outcome.value, result.reply)
     return result

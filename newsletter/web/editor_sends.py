@@ -23,10 +23,10 @@ from sqlalchemy import Engine
 from starlette.requests import Request
 
 from newsletter.config import Settings
+from newsletter.delivery import SendSummary
 from newsletter.errors import NewsletterError
 from newsletter.logs import event
 from newsletter.pipeline import send_edition
-from newsletter.sender import SendSummary
 from newsletter.store.editions import StoredEdition
 
 log = logging.getLogger("newsletter.editor")
