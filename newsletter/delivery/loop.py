@@ -124,6 +124,8 @@ class SendLoop:
         stop: asyncio.Event,
         on_result: ProgressCallback | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        drain_seconds: float = DRAIN_SECONDS,
+        cleanup_seconds: float = CLEANUP_SECONDS,
     ) -> None:
         self.ledger = ledger
         self.mailers = mailers
@@ -134,6 +136,8 @@ class SendLoop:
         self.stop = stop
         self.on_result = on_result or (lambda status, email: None)
         self.clock = clock
+        self.drain_seconds = drain_seconds
+        self.cleanup_seconds = cleanup_seconds
         self.signer = Signer(settings.secret_key.get_secret_value())
         self.limiter = RateLimiter(settings.rate_limit, clock)
         self.relay = RelayWatch(settings, clock)
@@ -221,7 +225,7 @@ class SendLoop:
         if all(task.done() for task in tasks):
             return
         self.halt.set()
-        _, busy = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+        _, busy = await asyncio.wait(tasks, timeout=self.drain_seconds)
         if busy:
             raise _DrainOverdue(len(busy))  # the TaskGroup cancels them
 
@@ -232,9 +236,9 @@ class SendLoop:
         if not unrecorded and not claims:
             return "", None
         try:
-            released = await asyncio.wait_for(self._give_back(), CLEANUP_SECONDS)
+            released = await asyncio.wait_for(self._give_back(), self.cleanup_seconds)
         except (StoreError, TimeoutError) as exc:
-            error = exc if isinstance(exc, StoreError) else _no_answer(self.edition)
+            error = exc if isinstance(exc, StoreError) else self._no_answer()
             note = (
                 f"the database did not take back {claims} claimed messages: the next send "
                 "takes them back"
@@ -250,7 +254,7 @@ class SendLoop:
         return note, None
 
     async def _give_back(self) -> int:
-        watch = StoreWatch(CLEANUP_SECONDS, clock=self.clock)
+        watch = StoreWatch(self.cleanup_seconds, clock=self.clock)
         if self.unconfirmed:
             late = list(self.unconfirmed.values())
             await watch.call(lambda: self.ledger.record_outcomes([r for _, r in late]))
@@ -260,6 +264,13 @@ class SendLoop:
         released = await watch.call(lambda: self.ledger.release_claims(claims))
         self.in_flight -= claims
         return released
+
+    def _no_answer(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the database did not answer within {self.cleanup_seconds:g}s of the stop",
+            where=f"edition {self.edition}",
+            hint="the next `newsletter send` takes back what this one still held",
+        )
 
     # ── the producer ────────────────────────────────────────────────────────
 
@@ -470,11 +481,3 @@ def _noted(error: NewsletterError, note: str) -> NewsletterError:
         error.message = f"{error.message}; {note}"
         error.args = (error.message,)
     return error
-
-
-def _no_answer(edition: str) -> StoreUnavailable:
-    return StoreUnavailable(
-        f"the database did not answer within {CLEANUP_SECONDS:g}s of the stop",
-        where=f"edition {edition}",
-        hint="the next `newsletter send` takes back what this one still held",
-    )

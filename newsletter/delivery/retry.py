@@ -217,7 +217,7 @@ class RateLimiter:
                 now = self.clock.monotonic()
                 self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
                 self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
+                if self.tokens >= 1 - 1e-9:  # a float a hair short of 1 after the exact wait
+                    self.tokens = max(0.0, self.tokens - 1)
                     return
                 await self.clock.sleep((1 - self.tokens) / self.rate)
