@@ -336,3 +336,29 @@ def test_the_recorder_failing_for_good_stops_the_send_instead_of_freezing_it(
     assert claimed_rows(engine) == []  # the cleanup recorded what was sent, gave back the rest
     duplicates = rerun_finishes(engine, fast, stored, relay, emails)
     assert duplicates == 0  # the database came back within the cleanup: no 250 was lost
+
+
+def test_cancelling_a_send_still_records_what_was_accepted_and_gives_back_the_rest(
+    engine, fast, relay
+):
+    """A second signal (or a caller's deadline) cancels the send's task: the cleanup still
+    runs, bounded, so no claim is left behind."""
+    emails = people(60)
+    for email in emails:
+        subscriber_ops.add_subscriber(engine, email)
+    stored = prepare_edition(engine, fast, DAY).stored
+
+    async def go() -> None:
+        task = asyncio.create_task(send_edition(engine, fast, stored))
+        async with asyncio.timeout(BOUND):
+            while len(relay.delivered) < 10 and not task.done():
+                await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, BOUND)
+
+    asyncio.run(go())
+    assert claimed_rows(engine) == []
+    sent = delivery_store.count_by_status(engine, stored.id)[DeliveryStatus.SENT]
+    assert len(relay.delivered) - CONCURRENCY <= sent <= len(relay.delivered) < len(emails)
+    rerun_finishes(engine, fast, stored, relay, emails)

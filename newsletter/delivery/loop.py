@@ -235,10 +235,11 @@ class SendLoop:
         unrecorded, claims = len(self.unconfirmed), len(self.in_flight)
         if not unrecorded and not claims:
             return "", None
+        watch = StoreWatch(self.cleanup_seconds, clock=self.clock)
         try:
-            released = await asyncio.wait_for(self._give_back(), self.cleanup_seconds)
+            released = await asyncio.wait_for(self._give_back(watch), self.cleanup_seconds)
         except (StoreError, TimeoutError) as exc:
-            error = exc if isinstance(exc, StoreError) else self._no_answer()
+            error = exc if isinstance(exc, StoreError) else self._no_answer(watch)
             note = (
                 f"the database did not take back {claims} claimed messages: the next send "
                 "takes them back"
@@ -253,8 +254,7 @@ class SendLoop:
             note = f"{unrecorded} results recorded at the stop" + (f", {note}" if note else "")
         return note, None
 
-    async def _give_back(self) -> int:
-        watch = StoreWatch(self.cleanup_seconds, clock=self.clock)
+    async def _give_back(self, watch: StoreWatch) -> int:
         if self.unconfirmed:
             late = list(self.unconfirmed.values())
             await watch.call(lambda: self.ledger.record_outcomes([r for _, r in late]))
@@ -265,11 +265,13 @@ class SendLoop:
         self.in_flight -= claims
         return released
 
-    def _no_answer(self) -> StoreUnavailable:
+    def _no_answer(self, watch: StoreWatch) -> StoreUnavailable:
+        last = watch.last_error or self.store.last_error
+        reason = f" ({last.message})" if last else ""
         return StoreUnavailable(
-            f"the database did not answer within {self.cleanup_seconds:g}s of the stop",
-            where=f"edition {self.edition}",
-            hint="the next `newsletter send` takes back what this one still held",
+            f"the database did not answer within {self.cleanup_seconds:g}s of the stop{reason}",
+            where=last.where if last and last.where else f"edition {self.edition}",
+            hint="find what holds or stopped the database, then run the send again",
         )
 
     # ── the producer ────────────────────────────────────────────────────────

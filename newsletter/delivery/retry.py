@@ -148,6 +148,7 @@ class StoreWatch:
         self.cap = cap
         self.rng = rng or random.Random()
         self.down_since: float | None = None
+        self.last_error: StoreUnavailable | None = None  # the latest failure, for a final error
 
     async def call(
         self, operation: Callable[[], Awaitable[T]], *, stop: asyncio.Event | None = None
@@ -173,6 +174,7 @@ class StoreWatch:
     def _failed(self, exc: StoreUnavailable, attempt: int) -> float:
         """The seconds to wait before the next try; the final error past the window."""
         now = self.clock.monotonic()
+        self.last_error = exc
         if self.down_since is None:
             self.down_since = now
             event(log, "store_unavailable", level=logging.WARNING, reason=exc.message)
@@ -181,8 +183,8 @@ class StoreWatch:
             raise StoreUnavailable(
                 f"the database has been unavailable for {down_for:.0f}s: {exc.message}",
                 where=exc.where,
-                hint="find what holds or stopped it, then run the send again "
-                "(NEWSLETTER_STORE_RETRY_WINDOW is how long a send waits for it)",
+                hint="find what holds or stopped it, then run the send again; "
+                "NEWSLETTER_STORE_RETRY_WINDOW says how long a send waits for it",
             ) from exc
         delay = min(self.cap, backoff(self.base, attempt, self.rng))
         return min(delay, max(0.0, self.window - down_for))
