@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     retry_delay: float = Field(30.0, ge=0)  # first backoff; doubles each attempt
     retry_window: float = Field(3600.0, gt=0)  # give up on a message (or a down relay) after this
     lease_seconds: int = Field(300, ge=1)
+    # A send waits this long for a database that is locked or restarting, then stops.
+    store_retry_window: float = Field(120.0, gt=0)
     bounce_limit: int = Field(3, ge=1)  # hard bounces, across editions, before `bounced`
     log_level: LogLevel = LogLevel.WARNING
     log_format: LogFormat = LogFormat.TEXT

@@ -6,7 +6,10 @@
     │   └── ArticleParseError  one file is not an article (the edition goes on without it)
     ├── RenderError            a template failed (names the template and line)
     ├── InputError             a user-supplied file or value is wrong (CSV row, address)
-    ├── StoreError             the database cannot be opened or written
+    ├── StoreError             the database cannot be opened, read or written (disk full,
+    │   │                      read-only, not a database, a table missing)
+    │   └── StoreUnavailable   ... for now: locked by another process, server restarting or
+    │                          unreachable; a send retries it within STORE_RETRY_WINDOW
     ├── DeliveryError          the SMTP session as a whole failed (auth, refused, sender rejected)
     └── LockedError            another process holds what this one needs (a second scheduler)
 
@@ -57,7 +60,17 @@ class InputError(NewsletterError):
 
 
 class StoreError(NewsletterError):
-    """The database could not be opened, created or written."""
+    """The database could not be opened, created, read or written; trying again will not help.
+
+    Raised by the store for every database failure (see `store/errors.py`, the one place
+    driver exceptions are translated), with `where` naming the database.
+    """
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot answer now but may soon: another process holds its lock, or the
+    server is restarting or unreachable. A send retries it with backoff for up to
+    STORE_RETRY_WINDOW seconds, then stops with this error."""
 
 
 class DeliveryError(NewsletterError):

@@ -62,6 +62,14 @@ class InboundStatus(StrEnum):
     UNREADABLE = "unreadable"  # not an email we can read (empty, too big, too deep, broken)
 
 
+class Outcome(StrEnum):
+    """What the relay's reply means for one message (`delivery.session.classify_code`)."""
+
+    SENT = "sent"  # 2xx to the end of DATA
+    TRANSIENT = "transient"  # 4xx, a dropped connection, a timeout: try again later
+    PERMANENT = "permanent"  # 5xx for this recipient or message: do not try again
+
+
 @dataclass(frozen=True)
 class Article:
     """One summarized article, as any source produces it.

@@ -36,7 +36,7 @@ from email.utils import format_datetime
 from sqlalchemy import Engine
 
 from newsletter.config import Settings
-from newsletter.delivery import Outcome, RelayUnavailable, SendResult, SmtpConnection
+from newsletter.delivery import Outcome, SendResult, send_one
 from newsletter.errors import DeliveryError
 from newsletter.logs import event
 from newsletter.message import clean_header_text, make_message_id
@@ -159,15 +159,10 @@ def confirm(engine: Engine, email: str, *, ip: str, user_agent: str) -> ConfirmO
 
 async def send_confirmation(settings: Settings, email: str, data: bytes) -> SendResult:
     """Hand one confirmation email to the relay; every failure is a result, never an exception."""
-    connection = SmtpConnection(settings)
     try:
-        return await connection.send(settings.from_address, email, data)
-    except RelayUnavailable as exc:
-        return SendResult(Outcome.TRANSIENT, f"cannot reach the mail relay: {exc}")
-    except DeliveryError as exc:
+        return await send_one(settings, email, data)
+    except DeliveryError as exc:  # the relay cannot be reached, or refuses the session
         return SendResult(Outcome.PERMANENT, exc.message)
-    finally:
-        await connection.close()
 
 
 def confirmation_message(settings: Settings, *, email: str, name: str, link: str) -> bytes:

@@ -18,6 +18,8 @@ from collections import Counter
 import pytest
 from conftest import Cli
 
+from newsletter.capture import free_port
+
 DAY = "2026-11-25"
 CONCURRENCY = 4
 
@@ -165,13 +167,22 @@ def test_logs_are_one_structured_event_per_line(crash_env, smtp_server, tmp_path
         ("sqlite:////proc/no/such/dir/newsletter.db", "cannot create the database directory"),
         ("sqlite:///{tmp}", "cannot open the database"),
         ("not a url", "not a database URL"),
+        ("sqlite:///{tmp}/garbage.db", "not a database: the file is not SQLite"),
+        ("mysql://newsletter@127.0.0.1/newsletter", "no driver for this kind of database"),
+        ("sqlite:///file:{tmp}/made.db?mode=ro&uri=true", "the database is read-only"),
+        ("postgresql://newsletter@127.0.0.1:{port}/newsletter", "cannot reach the database server"),
     ],
 )
-def test_a_bad_database_path_is_one_clear_line(crash_env, tmp_path, url, expected):
-    env = Cli(crash_env, NEWSLETTER_DATABASE_URL=url.format(tmp=tmp_path))
-    result = env.run("status", check=False)
+def test_a_bad_database_is_one_clear_line(crash_env, tmp_path, url, expected):
+    (tmp_path / "garbage.db").write_bytes(b"this is not a database\n" * 400)
+    sqlite3.connect(tmp_path / "made.db").close()  # exists, so only writing to it fails
+    nobody = free_port()  # nothing listens there
+    env = Cli(crash_env, NEWSLETTER_DATABASE_URL=url.format(tmp=tmp_path, port=nobody))
+    env["COLUMNS"] = "1000"  # so rich does not wrap the line
+    result = env.run("subscribers", "add", "ann@example.com", check=False)
     assert result.returncode == 1
     assert expected in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_several_worker_processes_send_each_message_once(crash_env, smtp_server, tmp_path):

@@ -16,9 +16,8 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-from newsletter.delivery import SendResult
+from newsletter.delivery import SendResult, SendSummary
 from newsletter.models import EditionStatus, SkippedFile
-from newsletter.sender import SendSummary
 from newsletter.store.editions import Audience, StoredEdition
 
 

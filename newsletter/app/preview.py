@@ -24,8 +24,8 @@ from newsletter.app.outcomes import InvalidAddress, NoArticles, TestSent
 from newsletter.articles import open_source
 from newsletter.compose import compose_message
 from newsletter.config import Settings
-from newsletter.delivery import RelayUnavailable, SmtpConnection
-from newsletter.errors import DeliveryError, InputError, NewsletterError
+from newsletter.delivery import send_one
+from newsletter.errors import InputError, NewsletterError
 from newsletter.models import Edition, Recipient, RenderedEdition, SkippedFile
 from newsletter.render import GMAIL_CLIP_BYTES, edition_warnings
 from newsletter.store import deliveries as delivery_store
@@ -149,17 +149,7 @@ async def send_test(
     data = await asyncio.to_thread(
         compose_message, stored.rendered, settings, Recipient(None, email, name)
     )
-    connection = SmtpConnection(settings)
-    try:
-        result = await connection.send(settings.from_address, email, data)
-    except RelayUnavailable as exc:
-        raise DeliveryError(
-            f"cannot reach the SMTP relay: {exc}",
-            where=f"{settings.smtp_host}:{settings.smtp_port}",
-            hint="check NEWSLETTER_SMTP_HOST and NEWSLETTER_SMTP_PORT, and that the relay is up",
-        ) from None
-    finally:
-        await connection.close()
+    result = await send_one(settings, email, data)
     await asyncio.to_thread(
         delivery_store.record_test_send,
         engine,

@@ -34,8 +34,8 @@ from newsletter.app.outcomes import (
 )
 from newsletter.app.workers import Helpers
 from newsletter.config import Settings
+from newsletter.delivery import ProgressCallback, SendSummary, run_send
 from newsletter.models import DeliveryStatus, EditionStatus
-from newsletter.sender import ProgressCallback, Sender, SendSummary
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import editions as edition_store
 from newsletter.store.editions import HANDLED, StoredEdition
@@ -173,7 +173,7 @@ async def run_sender(
 
     Kept to this one place so the loop can be replaced without touching a use case.
     """
-    await Sender(engine, settings, stored, summary, on_result=on_result, stop=stop).run()
+    await run_send(engine, settings, stored, summary, on_result=on_result, stop=stop)
 
 
 def run_stoppable(work: Callable[[asyncio.Event], Awaitable[T]], stop: threading.Event) -> T:

@@ -16,8 +16,8 @@ from newsletter.cli.context import console
 from newsletter.cli.editions import write_preview
 from newsletter.cli.send import print_summary, send_with_progress
 from newsletter.config import Settings, load_settings
+from newsletter.delivery import SendSummary
 from newsletter.errors import InputError
-from newsletter.sender import SendSummary
 from newsletter.store.engine import open_engine
 
 

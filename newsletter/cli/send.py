@@ -19,8 +19,8 @@ from sqlalchemy import Engine
 from newsletter import app as core
 from newsletter.cli.context import DateOption, console, engine_of, err, parse_date, settings_of
 from newsletter.config import Settings
+from newsletter.delivery import SendSummary
 from newsletter.errors import InputError
-from newsletter.sender import SendSummary
 
 
 def send(

@@ -33,7 +33,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from newsletter.models import DeliveryStatus, SubscriberStatus
-from newsletter.store.engine import utcnow
+from newsletter.store.engine import database_name, utcnow
+from newsletter.store.errors import translated
 from newsletter.store.schema import deliveries, subscribers, test_sends
 
 
@@ -195,32 +196,42 @@ class ActiveCheck:
 
     It runs once per message, so it keeps one DB-API connection and one plain
     statement instead of going through the SQL builder: an unsubscribe wins
-    until the last moment without costing the send its speed.
+    until the last moment without costing the send its speed. The engine's
+    error translation does not see a raw connection, so this translates its
+    own (the same `store.errors.translate`).
     """
 
     def __init__(self, engine: Engine) -> None:
-        self.raw = engine.raw_connection()
+        self.where = database_name(engine)
+        with translated(self.where):
+            self.raw = engine.raw_connection()
+            self.autocommit = engine.dialect.name != "sqlite"
+            if self.autocommit:  # no transaction left open between checks (PostgreSQL)
+                self.raw.driver_connection.autocommit = True
         marker = {"qmark": "?", "numeric": ":1", "named": ":id"}.get(
             engine.dialect.paramstyle, "%s"
         )
         self.sql = f"SELECT status FROM subscribers WHERE id = {marker}"
-        self.autocommit = engine.dialect.name != "sqlite"
-        if self.autocommit:  # no transaction left open between checks (PostgreSQL)
-            self.raw.driver_connection.autocommit = True
 
     def __call__(self, subscriber_id: int) -> bool:
-        cursor = self.raw.cursor()
-        try:
-            cursor.execute(self.sql, (subscriber_id,))
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
+        with translated(self.where):
+            cursor = self.raw.cursor()
+            try:
+                cursor.execute(self.sql, (subscriber_id,))
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
         return row is not None and row[0] == SubscriberStatus.ACTIVE.value
 
     def close(self) -> None:
-        if self.autocommit:
-            self.raw.driver_connection.autocommit = False
-        self.raw.close()
+        with translated(self.where):
+            if self.autocommit:
+                self.raw.driver_connection.autocommit = False
+            self.raw.close()
+
+    def discard(self) -> None:
+        """After an error: drop the connection rather than give a broken one back to the pool."""
+        self.raw.invalidate()
 
 
 def subscriber_is_active(engine: Engine, subscriber_id: int) -> bool:

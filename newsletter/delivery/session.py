@@ -1,9 +1,13 @@
-"""Talking to the SMTP relay: reused connections, a rate limit, reply classification.
+"""Talking to the SMTP relay: the one place a connection is made, and what replies mean.
 
 This is the only module that imports aiosmtplib; its exceptions are translated
 here into a `SendResult` (for one message) or a `DeliveryError` (for the
 session as a whole: wrong credentials, a relay that refuses us, our sender
-address refused), so the pipeline never sees a library exception.
+address refused), so nothing else sees a library exception.
+
+    SmtpConnection   one reused session (the send loop's mailer; one per worker)
+    SmtpMailers      the mailer factory the send loop receives: new connections, a relay check
+    send_one         one message on its own connection (test sends, sign-up confirmations)
 
     reply to end of DATA 2xx  -> SENT       (recorded as sent at once)
     4xx, dropped, timed out   -> TRANSIENT  (retried later on a fresh connection)
@@ -15,22 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from dataclasses import dataclass
-from enum import StrEnum
 
 import aiosmtplib
 
 from newsletter.config import Settings, SmtpSecurity
+from newsletter.delivery.pipelining import (
+    ConnectionClosed,
+    PipeliningProtocol,
+    pipelined_transaction,
+)
 from newsletter.errors import DeliveryError
-from newsletter.pipelining import ConnectionClosed, PipeliningProtocol, pipelined_transaction
-
-
-class Outcome(StrEnum):
-    SENT = "sent"
-    TRANSIENT = "transient"
-    PERMANENT = "permanent"
-
+from newsletter.models import Outcome
 
 # A 5xx at the end of DATA says something about the address only for these codes
 # (552 is "too big", 554 often content or policy: not the address's fault).
@@ -63,34 +63,6 @@ def classify_code(code: int) -> Outcome:
 
 def format_reply(code: int, message: str) -> str:
     return f"{code} {' '.join(message.split())}".strip()
-
-
-class RateLimiter:
-    """A token bucket shared by every connection: at most `rate` messages a second.
-
-    The bucket holds one second's worth, so a send starts at full speed but
-    never exceeds the rate over any second. A rate of 0 means no limit.
-    """
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate)
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        if self.rate <= 0:
-            return
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
 class SmtpConnection:
@@ -349,12 +321,44 @@ def _is_certificate_error(exc: BaseException) -> bool:
     return False
 
 
-async def check_relay(settings: Settings) -> str:
-    """Connect, log in and quit: proves the relay settings before a send starts.
+class SmtpMailers:
+    """The send loop's mailer factory: a new `SmtpConnection` per worker, and a relay check.
 
-    Raises RelayUnavailable (try again later) or DeliveryError (fix the settings).
+    The loop depends only on the `Mailer`/`MailerFactory` protocols (delivery/loop.py); this
+    is their SMTP side, so a fault test can hand the loop something else instead.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self) -> SmtpConnection:
+        return SmtpConnection(self.settings)
+
+    async def check(self) -> str:
+        """Connect, log in and quit: proves the relay settings before a send claims anything.
+
+        Raises RelayUnavailable (try again later) or DeliveryError (fix the settings).
+        """
+        connection = SmtpConnection(self.settings)
+        client = await connection._connect()
+        await _close(client, polite=True)
+        return connection.where
+
+
+async def send_one(settings: Settings, recipient: str, data: bytes) -> SendResult:
+    """One message on a connection of its own (a test send, a sign-up confirmation).
+
+    The result says what the relay answered; a relay that cannot be reached, or that
+    refuses the session, raises DeliveryError naming it and what to check.
     """
     connection = SmtpConnection(settings)
-    client = await connection._connect()
-    await _close(client, polite=True)
-    return connection.where
+    try:
+        return await connection.send(settings.from_address, recipient, data)
+    except RelayUnavailable as exc:
+        raise DeliveryError(
+            f"cannot reach the SMTP relay: {exc}",
+            where=connection.where,
+            hint="check NEWSLETTER_SMTP_HOST and NEWSLETTER_SMTP_PORT, and that the relay is up",
+        ) from None
+    finally:
+        await connection.close()

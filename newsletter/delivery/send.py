@@ -1,0 +1,46 @@
+"""`run_send`: the send loop over the SQL ledger and SMTP connections.
+
+The one place the loop's two seams are filled with the real backends; the
+policy around a send (hold, queueing, the edition's status) stays in
+`app.publish` (through `run_sender`), which calls this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from sqlalchemy import Engine
+
+from newsletter.config import Settings
+from newsletter.delivery.loop import ProgressCallback, SendLoop, SendSummary
+from newsletter.delivery.session import SmtpMailers
+from newsletter.liveness import holder_id
+from newsletter.store.editions import StoredEdition
+from newsletter.store.ledger import SqlLedger
+
+
+async def run_send(
+    engine: Engine,
+    settings: Settings,
+    stored: StoredEdition,
+    summary: SendSummary,
+    *,
+    on_result: ProgressCallback | None = None,
+    stop: asyncio.Event,
+) -> None:
+    """Deliver the queued rows of `stored`, counting into `summary`, until done or stopped.
+
+    Returns when the edition has nothing left for this process or `stop` was set
+    (what was sent is recorded, unsent claims are back in the queue); raises a
+    NewsletterError (a DeliveryError, a StoreError) when something stopped it.
+    """
+    lease = dt.timedelta(seconds=settings.lease_seconds)
+    ledger = SqlLedger(engine, stored.id, claimer=holder_id(), lease=lease)
+    loop = SendLoop(
+        ledger, SmtpMailers(settings), settings, stored, summary, stop=stop, on_result=on_result
+    )
+    try:
+        await loop.run()
+    finally:
+        await ledger.close()
