@@ -65,6 +65,7 @@ from newsletter.errors import (
     StoreError,
     StoreUnavailable,
 )
+from newsletter.hygiene import one_line
 from newsletter.liveness import is_dead
 from newsletter.logs import event
 from newsletter.models import DeliveryStatus, Outcome, Recipient
@@ -210,7 +211,8 @@ class SendLoop:
         if not isinstance(exc, NewsletterError):
             log.error("the send of %s stopped on an unexpected error", self.edition, exc_info=exc)
             exc = DeliveryError(
-                f"the send stopped on an unexpected error: {type(exc).__name__}: {exc}",
+                f"the send stopped on an unexpected error: {type(exc).__name__}: "
+                f"{one_line(str(exc))}",
                 where=f"edition {self.edition}",
                 hint="the log has the traceback; run the send again to finish the edition",
             )
@@ -240,13 +242,14 @@ class SendLoop:
             released = await asyncio.wait_for(self._give_back(watch), self.cleanup_seconds)
         except (StoreError, TimeoutError) as exc:
             error = exc if isinstance(exc, StoreError) else self._no_answer(watch)
+            left = len(self.in_flight)
             note = (
-                f"the database did not take back {claims} claimed messages: the next send "
+                f"the database did not take back {left} claimed messages: the next send "
                 "takes them back"
             )
             if self.unconfirmed:
                 note += f" ({len(self.unconfirmed)} the relay accepted may go twice)"
-            event(log, "release_failed", level=logging.ERROR, edition=self.edition, claims=claims)
+            event(log, "release_failed", level=logging.ERROR, edition=self.edition, claims=left)
             return note, error
         event(log, "released", edition=self.edition, count=released)
         note = f"{released} unsent messages went back to the queue" if released else ""
