@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,9 +65,44 @@ _running: _Running | None = None
 _stop = threading.Event()
 
 
+#: Set by `stop_on_signal`; `_wait_for_stop` turns it into `_stop` (see there why).
+_signalled = False
+
+
 def request_stop() -> None:
-    """End `run_scheduler`: a send in progress records what it sent, then stops."""
+    """End `run_scheduler`: a send in progress records what it sent, then stops.
+
+    For other threads (tests, an embedding program); a signal handler uses
+    `stop_on_signal`.
+    """
     _stop.set()
+
+
+def stop_on_signal(*_: object) -> None:
+    """The SIGTERM/SIGINT handler of `newsletter run`: it only sets a flag.
+
+    A handler runs in the main thread between two steps of whatever it
+    interrupted. If that was `_stop.wait()` holding the Event's lock for an
+    instant, `_stop.set()` here would wait for that lock for ever: a `newsletter
+    run` was found stuck 40 minutes after SIGTERM. A plain assignment takes no lock.
+    """
+    global _signalled
+    _signalled = True
+
+
+def _wait_for_stop(seconds: float) -> bool:
+    """Wait up to `seconds` for a stop (True when one was asked for), in short slices,
+    setting `_stop` for the running send when a signal came."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if _signalled:
+            _stop.set()  # here, outside any handler
+        if _stop.is_set():
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(0.2, left))
 
 
 def _current() -> _Running:
@@ -204,6 +240,8 @@ def run_scheduler(
     logs and the job store sane).
     """
     global _running
+    global _signalled
+    _signalled = False
     _stop.clear()
     engine = open_engine(settings.database_url)
     me = holder_id()
@@ -229,7 +267,7 @@ def run_scheduler(
         if on_started is not None:
             on_started(scheduler.get_job(JOB_ID).next_run_time)
         scheduler.resume()
-        while not _stop.wait(HEARTBEAT_SECONDS):
+        while not _wait_for_stop(HEARTBEAT_SECONDS):
             if not heartbeat_lock(engine, LOCK_NAME, me):
                 log.error("the scheduler lock was taken by another process; stopping")
                 _stop.set()

@@ -234,3 +234,19 @@ def test_newsletter_run_sends_the_missed_run_once_end_to_end(cli_env, articles_d
     assert "scheduler stopped" in output and output.count("daily run done") == 1
     assert sorted(smtp_server.recipients()) == sorted(PEOPLE)
     assert stored_job(settings).next_run_time == missed + dt.timedelta(days=1)
+
+
+@pytest.mark.timeout(20)
+def test_the_signal_handler_takes_no_lock_the_interrupted_main_thread_may_hold():
+    """`newsletter run` was found stuck 40 minutes after SIGTERM: the handler set the stop
+    Event while the main thread, inside `Event.wait`, held the Event's lock. Here the lock
+    is held exactly so; a handler that takes it never returns (the timeout fails the test)."""
+    scheduler._stop.clear()
+    with scheduler._stop._cond:  # what Event.wait holds for an instant around its sleep
+        scheduler.stop_on_signal(signal.SIGTERM, None)
+    try:
+        assert scheduler._wait_for_stop(5.0)  # the stop reaches the running send
+        assert scheduler._stop.is_set()
+    finally:
+        scheduler._signalled = False
+        scheduler._stop.clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
-import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +23,7 @@ def run(ctx: typer.Context) -> None:
     settings = settings_of(ctx)
     engine_of(settings)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: scheduler.request_stop())
+        signal.signal(signum, scheduler.stop_on_signal)
 
     def started(next_run: dt.datetime) -> None:
         console.print(
@@ -116,11 +116,11 @@ def capture(
     console.print(
         f"capturing mail on 127.0.0.1:{controller.port} into {maildir}/new (Ctrl-C stops)"
     )
-    stop = threading.Event()
+    signalled: list[int] = []  # the handler only appends: it must take no lock
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda number, _frame: signalled.append(number))
     try:
-        while not stop.wait(1.0):
-            pass
+        while not signalled:
+            time.sleep(0.2)
     finally:
         controller.stop()
