@@ -17,6 +17,7 @@ from collections import Counter
 
 import pytest
 from conftest import Cli
+from sqlalchemy import create_engine
 
 from newsletter.capture import free_port
 
@@ -30,9 +31,15 @@ def write_list(path, n: int) -> list[str]:
     return emails
 
 
-def delivery_counts(db_path) -> dict[str, int]:
-    with sqlite3.connect(db_path) as conn:
-        return dict(conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status"))
+def delivery_counts(env: Cli) -> dict[str, int]:
+    """Deliveries by status in the database the CLI runs on (SQLite or PostgreSQL)."""
+    engine = create_engine(env["NEWSLETTER_DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT status, count(*) FROM deliveries GROUP BY status")
+            return {status: count for status, count in rows}
+    finally:
+        engine.dispose()
 
 
 def wait_until(predicate, timeout: float) -> bool:
@@ -85,8 +92,7 @@ def test_sigkill_at_random_points_loses_nobody_and_doubles_at_most_the_in_flight
     print(f"\n{kills} kills, {duplicates} duplicates (bound {kills * CONCURRENCY})")
     assert not missed
     assert duplicates <= kills * CONCURRENCY
-    db = tmp_path / "cli.db"
-    assert delivery_counts(db) == {"sent": 3000}
+    assert delivery_counts(crash_env) == {"sent": 3000}
 
 
 def test_sigterm_stops_cleanly_records_everything_and_the_next_run_finishes(
@@ -102,7 +108,7 @@ def test_sigterm_stops_cleanly_records_everything_and_the_next_run_finishes(
     assert "stopped by a signal" in log.read_text()
 
     received = len(smtp_server.received)
-    counts = delivery_counts(tmp_path / "cli.db")
+    counts = delivery_counts(crash_env)
     assert counts.get("sent") == received  # everything handed over is recorded as sent
     assert counts.get("sending", 0) == 0  # no claim left behind
     assert received < 1500
@@ -192,6 +198,6 @@ def test_several_worker_processes_send_each_message_once(crash_env, smtp_server,
     assert "sent 900, skipped 0, failed 0" in result.stdout
     counts = Counter(smtp_server.recipients())
     assert counts == Counter({email: 1 for email in emails})
-    assert delivery_counts(tmp_path / "cli.db") == {"sent": 900}
+    assert delivery_counts(crash_env) == {"sent": 900}
     # more than one process really sent: each process holds its own connections
     assert len({item.peer for item in smtp_server.received}) > CONCURRENCY
