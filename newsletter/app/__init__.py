@@ -3,7 +3,7 @@
     build.py     prepare_edition, rebuild, render_fresh, day_articles: read the source
                  once, render once, store with the warnings and skipped files
     publish.py   prepare_send + deliver = publish: held? sent? queue, then the send
-                 loop (through `run_sender` alone), in one process or N
+                 loop (through `delivery.run_send` alone), in one process or N
     workers.py   `--workers N`: the helper processes of one send
     control.py   hold, unhold, retry
     preview.py   preview (a recipient's exact bytes, warnings, notes), send_test
@@ -67,7 +67,6 @@ from newsletter.app.publish import (
     deliver,
     prepare_send,
     publish,
-    run_sender,
     run_stoppable,
     send_edition,
     start_send,
@@ -121,7 +120,6 @@ __all__ = [
     "recent_editions",
     "render_fresh",
     "retry",
-    "run_sender",
     "run_stoppable",
     "send_edition",
     "send_test",

@@ -7,7 +7,7 @@
 come through `prepare_send` and `deliver`, so "held", "already sent" and "how
 far did it get" are decided once. Everything before the send is synchronous
 (the store, the renderer); the send itself is an asyncio loop, called through
-`run_sender` alone.
+`delivery.run_send` alone.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ async def deliver(
             handled += 1
             on_progress(handled)
 
-    await run_sender(engine, settings, ready.stored, summary, on_result=count, stop=stop)
+    await run_send(engine, settings, ready.stored, summary, on_result=count, stop=stop)
     return _finish(engine, ready.stored, summary, stop, started)
 
 
@@ -160,22 +160,6 @@ async def send_edition(
     return outcome.summary
 
 
-async def run_sender(
-    engine: Engine,
-    settings: Settings,
-    stored: StoredEdition,
-    summary: SendSummary,
-    *,
-    on_result: ProgressCallback | None = None,
-    stop: asyncio.Event,
-) -> None:
-    """The one call of the send loop (claim → build → SMTP → record), for every sender.
-
-    Kept to this one place so the loop can be replaced without touching a use case.
-    """
-    await run_send(engine, settings, stored, summary, on_result=on_result, stop=stop)
-
-
 def run_stoppable(work: Callable[[asyncio.Event], Awaitable[T]], stop: threading.Event) -> T:
     """Run `work` in a new event loop, handing it an asyncio stop set when `stop` is.
 
@@ -219,7 +203,7 @@ async def _deliver_with_helpers(
         helpers.follow(engine, ready.stored.id, before, stop=stop, on_progress=on_progress)
     )
     try:
-        await run_sender(engine, settings, ready.stored, summary, stop=stop)  # its failures
+        await run_send(engine, settings, ready.stored, summary, stop=stop)  # its failures
         await helpers.wait(stop)
     finally:
         follower.cancel()

@@ -2,7 +2,7 @@
 
 The one place the loop's two seams are filled with the real backends; the
 policy around a send (hold, queueing, the edition's status) stays in
-`app.publish` (through `run_sender`), which calls this.
+`app.publish`, which calls this.
 """
 
 from __future__ import annotations
