@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import Cli
 from pgserver import BIN, create_database, postgres_cluster
-from test_crash import delivery_counts, wait_until, write_list
+from test_crash import crash_env, delivery_counts, wait_until, write_list  # noqa: F401 (fixture)
 
 DAY = "2026-11-25"
 CONCURRENCY = 4
@@ -57,14 +57,9 @@ def reaper():
 
 
 @pytest.fixture
-def env(cli_env: Cli, tmp_path) -> Cli:
-    return Cli(
-        cli_env,
-        NEWSLETTER_CONCURRENCY=str(CONCURRENCY),
-        NEWSLETTER_RETRY_DELAY="0.05",
-        NEWSLETTER_LOG_LEVEL="warning",
-        COLUMNS="1000",  # one error line stays one line
-    )
+def env(crash_env: Cli) -> Cli:  # noqa: F811 (the fixture imported above)
+    """The crash tests' environment, with lines wide enough that one error stays one line."""
+    return Cli(crash_env, COLUMNS="1000")
 
 
 def start_send(env: Cli, smtp_server, tmp_path, name: str, reaper: list):
