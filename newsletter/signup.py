@@ -38,8 +38,9 @@ from sqlalchemy import Engine
 from newsletter.config import Settings
 from newsletter.delivery import Outcome, SendResult, send_one
 from newsletter.errors import DeliveryError
+from newsletter.headers import clean_header_text
 from newsletter.logs import event
-from newsletter.message import clean_header_text, make_message_id
+from newsletter.message import make_message_id
 from newsletter.models import ConfirmOutcome, SignupOutcome, SubscriberStatus
 from newsletter.store import subscribers as store
 from newsletter.store.engine import utcnow
