@@ -35,6 +35,7 @@ from email.utils import format_datetime
 
 from sqlalchemy import Engine
 
+from newsletter.addresses import clean_name, validate_email
 from newsletter.config import Settings
 from newsletter.delivery import Outcome, SendResult, send_one
 from newsletter.errors import DeliveryError
@@ -44,7 +45,6 @@ from newsletter.message import make_message_id
 from newsletter.models import ConfirmOutcome, SignupOutcome, SubscriberStatus
 from newsletter.store import subscribers as store
 from newsletter.store.engine import utcnow
-from newsletter.subscribers import clean_name, validate_email
 from newsletter.tokens import Purpose, Signer
 
 log = logging.getLogger("newsletter.signup")
