@@ -31,7 +31,7 @@ from newsletter.addresses import clean_name, validate_email
 from newsletter.errors import InputError, StoreError
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.store import subscribers as store
-from newsletter.store.subscribers import ImportCounts, ImportRow
+from newsletter.store.imports import ImportCounts, ImportRow, upsert_imported
 from newsletter.subscriber_csv import guard, parse_csv
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def import_csv(
             ImportRow(r.email, r.name, r.status) for r in parsed.rows[start : start + batch_size]
         ]
         try:
-            counts += store.upsert_imported(engine, batch, source)
+            counts += upsert_imported(engine, batch, source)
         except StoreError as exc:
             _fill(report, counts)
             first_line = parsed.rows[start].line

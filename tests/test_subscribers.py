@@ -20,6 +20,7 @@ from newsletter.errors import InputError, StoreError
 from newsletter.models import SubscriberStatus
 from newsletter.store import subscribers as store
 from newsletter.store.engine import open_engine, utcnow
+from newsletter.store.imports import ImportRow, upsert_imported
 from newsletter.store.schema import deliveries, editions, metadata, subscribers
 from newsletter.subscribers import (
     ImportInterruptedError,
@@ -344,8 +345,8 @@ def test_set_status_stamps_confirmed_and_unsubscribed_times(engine: Engine) -> N
 
 
 def test_iter_subscribers_keyset_pages_return_every_row_once(engine: Engine) -> None:
-    rows = [store.ImportRow(f"p{n}@example.com", f"P {n}") for n in range(1050)]
-    store.upsert_imported(engine, rows, "test")
+    rows = [ImportRow(f"p{n}@example.com", f"P {n}") for n in range(1050)]
+    upsert_imported(engine, rows, "test")
     for n in range(0, 1050, 3):
         store.set_status(engine, f"p{n}@example.com", UNSUBSCRIBED)
     seen = [s.id for s in store.iter_subscribers(engine, batch_size=100)]
