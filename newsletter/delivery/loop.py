@@ -26,9 +26,11 @@ cancels whatever is still busy. Then the cleanup, bounded by CLEANUP_SECONDS:
 results the relay accepted but the store did not take are written, and unsent
 claims go back to the queue. If the database refuses even that, the claims
 come back through the dead-sender reclaim when the send runs again, and the
-error says so. A database that is unavailable for a while (a lock another
-process holds, a server restarting) is waited for (`retry.StoreWatch`), up to
-STORE_RETRY_WINDOW.
+error says so: a send's claims are held by its run (`liveness.run_holder`),
+dead once the run has ended, so the next send takes them back at once even in
+the same process (the server's "send now", the scheduler). A database that is
+unavailable for a while (a lock another process holds, a server restarting)
+is waited for (`retry.StoreWatch`), up to STORE_RETRY_WINDOW.
 
 The loop sees the database only through a `Ledger` and the relay only through
 a `MailerFactory`, two small protocols: `send.run_send` hands it the SQL
@@ -126,7 +128,7 @@ class SendLoop:
         on_result: ProgressCallback | None = None,
         clock: Clock = SYSTEM_CLOCK,
         drain_seconds: float = DRAIN_SECONDS,
-        cleanup_seconds: float = CLEANUP_SECONDS,
+        cleanup_seconds: float | None = None,  # CLEANUP_SECONDS, as it is when the send starts
     ) -> None:
         self.ledger = ledger
         self.mailers = mailers
@@ -138,7 +140,7 @@ class SendLoop:
         self.on_result = on_result or (lambda status, email: None)
         self.clock = clock
         self.drain_seconds = drain_seconds
-        self.cleanup_seconds = cleanup_seconds
+        self.cleanup_seconds = CLEANUP_SECONDS if cleanup_seconds is None else cleanup_seconds
         self.signer = Signer(settings.secret_key.get_secret_value())
         self.limiter = RateLimiter(settings.rate_limit, clock)
         self.relay = RelayWatch(settings, clock)
@@ -346,7 +348,8 @@ class SendLoop:
         return True
 
     async def _reclaim_from_dead(self) -> int:
-        """Rows claimed by a sender that died on this machine go back to the queue now."""
+        """Rows claimed by a sender that died on this machine, or by a send of this process
+        that has ended, go back to the queue now (not when their lease runs out)."""
         total = 0
         for claimer in await self.ledger.claimers():
             if claimer != self.ledger.claimer and is_dead(claimer):
