@@ -409,15 +409,24 @@ def record_outcome(
     record_outcomes(engine, [record])
 
 
-def release_claims(engine: Engine, delivery_ids: Iterable[int]) -> int:
-    """Give unsent claimed rows back to the queue (a clean stop), so the next run takes them."""
+def release_claims(engine: Engine, delivery_ids: Iterable[int], *, claimer: str) -> int:
+    """Give this claimer's unsent rows back to the queue (a clean stop), so the next run takes them.
+
+    Only rows it still holds: one another sender took over meanwhile (this claim's
+    lease ran out, or its run ended and the next one reclaimed it) stays theirs,
+    even when this release arrives late, from a thread the stop left waiting on a lock.
+    """
     ids = list(delivery_ids)
     if not ids:
         return 0
     with engine.begin() as conn:
         result = conn.execute(
             update(deliveries)
-            .where(deliveries.c.id.in_(ids), deliveries.c.status == DeliveryStatus.SENDING)
+            .where(
+                deliveries.c.id.in_(ids),
+                deliveries.c.status == DeliveryStatus.SENDING,
+                deliveries.c.claimed_by == claimer,
+            )
             .values(
                 status=DeliveryStatus.QUEUED, claimed_by=None, lease_until=None, updated_at=utcnow()
             )

@@ -69,7 +69,9 @@ class SqlLedger:
         )
 
     async def release_claims(self, delivery_ids: Collection[int]) -> int:
-        return await self._in_thread(deliveries.release_claims, self.engine, delivery_ids)
+        return await self._in_thread(
+            deliveries.release_claims, self.engine, delivery_ids, claimer=self.claimer
+        )
 
     async def claimers(self) -> list[str]:
         return await self._in_thread(deliveries.claimers, self.engine, self.edition_id)
