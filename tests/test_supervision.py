@@ -27,6 +27,7 @@ from newsletter import subscribers as subscriber_ops
 from newsletter.app import prepare_edition, send_edition
 from newsletter.delivery import Ledger, SendLoop, SendSummary, SmtpMailers
 from newsletter.errors import DeliveryError, StoreError, StoreUnavailable
+from newsletter.liveness import holder_id, is_dead, run_holder
 from newsletter.models import DeliveryStatus
 from newsletter.store import deliveries as delivery_store
 from newsletter.store.ledger import SqlLedger
@@ -196,6 +197,15 @@ def test_a_store_failure_anywhere_stops_the_send_and_a_rerun_finishes(
     assert by_status[DeliveryStatus.SENT] <= len(relay.delivered)  # never counted unsent
 
     rerun_finishes(engine, fast, stored, relay, emails)
+
+
+def test_a_run_holder_is_alive_while_its_run_lasts_and_dead_after():
+    """What lets the next send of a live process take back an ended send's claims."""
+    with run_holder() as holder, run_holder() as other:
+        assert not is_dead(holder) and not is_dead(other)
+    assert is_dead(holder) and is_dead(other)
+    assert not is_dead(holder_id())  # this process's other holders (the scheduler's lock)
+    assert is_dead(dead_claimer()) and not is_dead("elsewhere:1:run-abcd")
 
 
 def claimed_rows(engine):
