@@ -262,7 +262,7 @@ class SendLoop:
     async def _give_back(self, watch: StoreWatch) -> int:
         if self.unconfirmed:
             late = list(self.unconfirmed.values())
-            await watch.call(lambda: self.ledger.record_outcomes([r for _, r in late]))
+            await watch.call(lambda: self._record_outcomes([r for _, r in late]))
             for job, record in late:
                 self._confirmed(job, record)
         claims = set(self.in_flight)
@@ -414,13 +414,10 @@ class SendLoop:
             next_attempt_at = utcnow() + dt.timedelta(seconds=delay)
         else:
             status = DeliveryStatus.FAILED
-        record = DeliveryRecord(job.delivery_id, status, result.reply, True, next_attempt_at)
+        record = DeliveryRecord(
+            job.delivery_id, status, result.reply, True, next_attempt_at, result.hard_bounce
+        )
         await self._commit(job, record)
-        if result.hard_bounce:
-            limit = self.settings.bounce_limit
-            bounce = lambda: self.ledger.record_hard_bounce(job.subscriber_id, limit)  # noqa: E731
-            if await self.store.call(bounce):
-                event(log, "bounced", level=logging.WARNING, recipient=job.email)
 
     async def _commit(self, job: _Job, record: DeliveryRecord) -> None:
         """Hand the result to the group commit; it counts only once the store has it."""
@@ -429,7 +426,16 @@ class SendLoop:
         self._confirmed(job, record)
 
     async def _write(self, records: list[DeliveryRecord]) -> None:
-        await self.store.call(lambda: self.ledger.record_outcomes(records))
+        await self.store.call(lambda: self._record_outcomes(records))
+
+    async def _record_outcomes(self, records: list[DeliveryRecord]) -> None:
+        """One commit of results, the group commit's or the cleanup's; a hard bounce counts
+        in the commit that records it, so one written only at the stop counts too."""
+        bounced = await self.ledger.record_outcomes(records, self.settings.bounce_limit)
+        for delivery_id in bounced:
+            entry = self.unconfirmed.get(delivery_id)
+            recipient = entry[0].email if entry else f"delivery {delivery_id}"
+            event(log, "bounced", level=logging.WARNING, recipient=recipient)
 
     def _confirmed(self, job: _Job, record: DeliveryRecord) -> None:
         self.unconfirmed.pop(job.delivery_id, None)

@@ -30,9 +30,13 @@ class Ledger(Protocol):
 
     async def is_active(self, subscriber_id: int) -> bool: ...
 
-    async def record_outcomes(self, records: Sequence[DeliveryRecord]) -> None: ...
-
-    async def record_hard_bounce(self, subscriber_id: int, limit: int) -> bool: ...
+    async def record_outcomes(
+        self, records: Sequence[DeliveryRecord], bounce_limit: int
+    ) -> list[int]:
+        """Write the results in one commit, each hard bounce counted toward `bounce_limit`
+        exactly once (never again when a record is written twice); the delivery ids whose
+        subscriber this made `bounced`."""
+        ...
 
     async def release_claims(self, delivery_ids: Collection[int]) -> int:
         """Give back those of these rows this claimer still holds; how many went back."""

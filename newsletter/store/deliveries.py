@@ -36,6 +36,7 @@ from newsletter.models import DeliveryStatus, SubscriberStatus
 from newsletter.store.engine import database_name, utcnow
 from newsletter.store.errors import translated
 from newsletter.store.schema import deliveries, subscribers, test_sends
+from newsletter.store.subscribers import count_hard_bounce
 
 
 @dataclass(frozen=True)
@@ -347,6 +348,7 @@ class DeliveryRecord:
     reply: str
     attempted: bool = True  # False for a skip: no SMTP transaction took place
     next_attempt_at: dt.datetime | None = None
+    hard_bounce: bool = False  # the relay refused the address: counts toward BOUNCE_LIMIT
 
 
 _RECORD = (
@@ -369,16 +371,29 @@ _RECORD = (
         ),
     )
 )
+# A hard bounce is written only over a row still claimed, and says whose it is: the
+# write that records it is the one that counts it.
+_RECORD_BOUNCE = _RECORD.where(deliveries.c.status == DeliveryStatus.SENDING).returning(
+    deliveries.c.subscriber_id
+)
 
 
-def record_outcomes(engine: Engine, outcomes: Sequence[DeliveryRecord]) -> None:
-    """Record results and commit: this is the durable 'sent'.
+def record_outcomes(
+    engine: Engine, outcomes: Sequence[DeliveryRecord], *, bounce_limit: int
+) -> list[int]:
+    """Record results and commit: this is the durable 'sent'. The delivery ids whose
+    subscriber this write made `bounced`.
 
     Many results in one transaction (the sender's group commit), so the cost of a
-    commit is shared by every connection that finished a message meanwhile.
+    commit is shared by every connection that finished a message meanwhile. A hard
+    bounce adds to its subscriber's bounce count in the same transaction, and only
+    when this write is the one that records it (the row is still `sending`): so every
+    recorded hard bounce counts exactly once, whether the send recorded it at once or
+    its cleanup did at the stop, and writing a record again (a commit that seemed to
+    fail had gone through) counts nothing twice.
     """
     if not outcomes:
-        return
+        return []
     now = utcnow()
     rows = [
         {
@@ -391,22 +406,17 @@ def record_outcomes(engine: Engine, outcomes: Sequence[DeliveryRecord]) -> None:
         }
         for o in outcomes
     ]
+    plain = [row for o, row in zip(outcomes, rows, strict=True) if not o.hard_bounce]
+    bounces = [(o, row) for o, row in zip(outcomes, rows, strict=True) if o.hard_bounce]
+    bounced = []
     with engine.begin() as conn:
-        conn.execute(_RECORD, rows)
-
-
-def record_outcome(
-    engine: Engine,
-    delivery_id: int,
-    status: DeliveryStatus,
-    reply: str,
-    *,
-    attempted: bool = True,
-    next_attempt_at: dt.datetime | None = None,
-) -> None:
-    """Record one message's result and commit at once."""
-    record = DeliveryRecord(delivery_id, status, reply, attempted, next_attempt_at)
-    record_outcomes(engine, [record])
+        if plain:
+            conn.execute(_RECORD, plain)
+        for outcome, row in bounces:  # one per 5xx for an address: few
+            subscriber_id = conn.execute(_RECORD_BOUNCE, row).scalar()
+            if subscriber_id is not None and count_hard_bounce(conn, subscriber_id, bounce_limit):
+                bounced.append(outcome.delivery_id)
+    return bounced
 
 
 def release_claims(engine: Engine, delivery_ids: Iterable[int], *, claimer: str) -> int:

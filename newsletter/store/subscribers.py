@@ -171,28 +171,28 @@ def search_subscribers(engine: Engine, query: str, limit: int = 50) -> list[Subs
         return [_subscriber(row) for row in conn.execute(statement)]
 
 
-def record_hard_bounce(engine: Engine, subscriber_id: int, limit: int) -> bool:
-    """Count a 5xx for this address; at `limit` (across editions) stop sending to it.
+def count_hard_bounce(conn: Connection, subscriber_id: int, limit: int) -> bool:
+    """Count a 5xx for this address, in the transaction that records it (see
+    `deliveries.record_outcomes`); at `limit` (across editions) stop sending to it.
 
     Returns True when this bounce made the subscriber `bounced`.
     """
     now = utcnow()
-    with engine.begin() as conn:
-        conn.execute(
-            update(subscribers)
-            .where(subscribers.c.id == subscriber_id)
-            .values(bounce_count=subscribers.c.bounce_count + 1, updated_at=now)
+    conn.execute(
+        update(subscribers)
+        .where(subscribers.c.id == subscriber_id)
+        .values(bounce_count=subscribers.c.bounce_count + 1, updated_at=now)
+    )
+    result = conn.execute(
+        update(subscribers)
+        .where(
+            subscribers.c.id == subscriber_id,
+            subscribers.c.bounce_count >= limit,
+            subscribers.c.status == SubscriberStatus.ACTIVE,
         )
-        result = conn.execute(
-            update(subscribers)
-            .where(
-                subscribers.c.id == subscriber_id,
-                subscribers.c.bounce_count >= limit,
-                subscribers.c.status == SubscriberStatus.ACTIVE,
-            )
-            .values(status=SubscriberStatus.BOUNCED, updated_at=now)
-        )
-        return bool(result.rowcount)
+        .values(status=SubscriberStatus.BOUNCED, updated_at=now)
+    )
+    return bool(result.rowcount)
 
 
 # Helpers: statements shared by the queries above and store/imports.py, and row conversion.
