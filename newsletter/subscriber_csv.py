@@ -69,13 +69,19 @@ class CsvRow(NamedTuple):
 
 @dataclass(frozen=True)
 class CsvParseResult:
-    """Everything read from a CSV file: the unique valid rows, the invalid ones and why."""
+    """Everything read from a CSV file: the unique valid rows, the invalid ones and why.
+
+    Every record after the header that is not blank is one of `rows`, `problems` or
+    `repeated`, and `records` counts them all, so an import can account for each one.
+    """
 
     rows: tuple[CsvRow, ...]
     problems: tuple[tuple[int, str], ...]  # (line as an editor shows it, reason)
     warnings: tuple[str, ...]
     encoding: str
     delimiter: str
+    repeated: int  # valid rows merged into an earlier row with the same address
+    records: int  # the data rows read: the header and blank lines are not counted
 
 
 def parse_csv(path: Path) -> CsvParseResult:
@@ -109,6 +115,7 @@ def _parse(handle: BinaryIO, path: Path) -> CsvParseResult:
     index: dict[str, int] = {}
     duplicate_lines: list[int] = []
     cleaned_names = 0
+    records = 0
     delimiter, skipped = _sniff_delimiter(handle, encoding)
     handle.seek(0)
     text = io.TextIOWrapper(handle, encoding=encoding, newline="")
@@ -130,10 +137,12 @@ def _parse(handle: BinaryIO, path: Path) -> CsvParseResult:
         columns = _Columns.find(header, path)
         for cells, line, problem in lines:
             if problem:
+                records += 1
                 problems.append((line, f"not a readable CSV row: {problem}"))
                 continue
             if not _filled(cells):
                 continue  # blank lines, e.g. at the end of the file
+            records += 1
             try:
                 row, raw_name = columns.read(cells, line)
             except Exception as exc:  # whatever a row holds, it is one problem, not the file's
@@ -164,7 +173,15 @@ def _parse(handle: BinaryIO, path: Path) -> CsvParseResult:
         )
     if cleaned_names:
         warnings.append(f"{cleaned_names} name(s) had line breaks or control characters removed")
-    return CsvParseResult(tuple(rows), tuple(problems), tuple(warnings), encoding, delimiter)
+    return CsvParseResult(
+        tuple(rows),
+        tuple(problems),
+        tuple(warnings),
+        encoding,
+        delimiter,
+        repeated=len(duplicate_lines),
+        records=records,
+    )
 
 
 class _Lines:

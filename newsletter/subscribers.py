@@ -42,29 +42,37 @@ EXPORT_COLUMNS = ("email", "name", "status", "source", "created_at")
 
 @dataclass
 class ImportReport:
-    """What an import did, for the operator; the counts are exclusive."""
+    """What an import did, for the operator: each row of the file in exactly one count."""
 
+    rows: int = 0  # the file's data rows, as the reader counted them (header and blanks aside)
     added: int = 0
     updated: int = 0
     unchanged: int = 0
     kept_unsubscribed: int = 0
     kept_bounced: int = 0
     suppressed: int = 0  # the file marked them unsubscribed/bounced; stored so
+    repeated: int = 0  # the address again: merged into its first row
     invalid: list[tuple[int, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
-        """One line for the CLI, e.g. `added 3, updated 1, kept unsubscribed 2, invalid 1`."""
-        parts = [
+    def counts(self) -> list[tuple[str, int]]:
+        """Every count the rows fall into, as (label, number); they add up to `rows` once
+        the import finished."""
+        return [
             ("added", self.added),
             ("updated", self.updated),
             ("unchanged", self.unchanged),
             ("kept unsubscribed", self.kept_unsubscribed),
             ("kept bounced", self.kept_bounced),
-            ("suppressed by the file's status", self.suppressed),
+            ("unsubscribed or bounced by the file's status", self.suppressed),
+            ("repeated", self.repeated),
             ("invalid", len(self.invalid)),
         ]
-        return ", ".join(f"{label} {number}" for label, number in parts if number) or "nothing"
+
+    def summary(self) -> str:
+        """One line for the CLI: `7 rows: 3 added, 1 updated, 2 kept unsubscribed, 1 invalid`."""
+        counted = ", ".join(f"{number} {label}" for label, number in self.counts() if number)
+        return f"{self.rows} rows: {counted}" if counted else f"{self.rows} rows"
 
 
 class ImportInterruptedError(StoreError):
@@ -89,7 +97,12 @@ def import_csv(
     running the same import again is safe and finishes the job.
     """
     parsed = parse_csv(path)
-    report = ImportReport(invalid=list(parsed.problems), warnings=list(parsed.warnings))
+    report = ImportReport(
+        rows=parsed.records,
+        repeated=parsed.repeated,
+        invalid=list(parsed.problems),
+        warnings=list(parsed.warnings),
+    )
     source = source or f"import:{path.name}"
     counts = ImportCounts()
     saved = 0

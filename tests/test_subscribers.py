@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,7 +102,51 @@ def test_import_report_counts(engine: Engine, tmp_path: Path) -> None:
     assert store.get_subscriber(engine, "old@example.com").name == "Old"
     assert status_of(engine, "wait@example.com") is ACTIVE
     assert store.get_subscriber(engine, "left@example.com").name == ""
-    assert "added 1" in report.summary() and "invalid 1" in report.summary()
+    assert "1 added" in report.summary() and "1 invalid" in report.summary()
+
+
+ONE_OF_EACH = (
+    "email,name,status\n"
+    "new@example.com,New,\n"  # added
+    "rename@example.com,After,\n"  # updated
+    "same@example.com,,\n"  # unchanged
+    "left@example.com,,\n"  # kept unsubscribed
+    "gone@example.com,,\n"  # kept bounced
+    "optout@example.com,,unsubscribed\n"  # unsubscribed by the file's status
+    "NEW@example.com,,\n"  # repeated
+    "nope,,\n"  # invalid
+    "\n"  # a blank line is not a row
+)
+
+
+def test_the_import_summary_counts_every_row_once(cli_env, tmp_path: Path) -> None:
+    """Issue 10: the summary dropped rows (the file's own unsubscribes, repeats); now each
+    row of the file is in exactly one count, and the counts add up to the rows."""
+    engine = open_engine(cli_env["NEWSLETTER_DATABASE_URL"])
+    store.insert_subscriber(engine, "rename@example.com", "Before")
+    store.insert_subscriber(engine, "same@example.com")
+    store.insert_subscriber(engine, "left@example.com", status=UNSUBSCRIBED)
+    store.insert_subscriber(engine, "gone@example.com", status=BOUNCED)
+    path = write_csv(tmp_path / "each.csv", ONE_OF_EACH)
+    rows = 8  # the lines after the header, but the blank one
+
+    report = import_csv(engine, path)
+    assert report.rows == rows
+    assert [number for _, number in report.counts()] == [1] * rows  # one of each kind
+    engine.dispose()
+
+    printed = cli_env.run("subscribers", "import", str(path)).stdout  # again: all known now
+    line = " ".join(printed.split()).split(f"{path.name}: ", 1)[1]
+    counts = {label: int(n) for n, label in re.findall(r"(\d+) ([a-z][a-z' ]*[a-z])", line)}
+    assert counts.pop("rows") == rows
+    assert sum(counts.values()) == rows, line
+    assert counts == {
+        "unchanged": 3,  # new, rename and same
+        "kept unsubscribed": 2,  # left, and optout since the first import
+        "kept bounced": 1,
+        "repeated": 1,
+        "invalid": 1,
+    }, line
 
 
 def test_valid_rows_import_even_when_others_are_invalid(engine: Engine) -> None:
