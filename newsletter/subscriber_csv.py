@@ -197,19 +197,18 @@ class _Lines:
         self._reader = reader
         self._offset = first - 1  # lines consumed before the reader started (a `sep=` line)
         self._ended = 0
-        self.current = first
 
     def __iter__(self) -> Iterator[tuple[list[str], int, str]]:
         return self
 
     def __next__(self) -> tuple[list[str], int, str]:
-        self.current = self._offset + self._ended + 1
+        line = self._offset + self._ended + 1
         try:
             cells, problem = next(self._reader), ""
         except csv.Error as exc:
             cells, problem = [], str(exc)
         self._ended = self._reader.line_num
-        return cells, self.current, problem
+        return cells, line, problem
 
 
 @dataclass(frozen=True)

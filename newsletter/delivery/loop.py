@@ -91,7 +91,6 @@ class SendSummary:
     failed: int = 0
     skipped: int = 0
     deferred: int = 0  # transient failures put back for a retry
-    reclaimed: int = 0  # rows taken back from a sender that died
     elapsed: float = 0.0
     remaining: int = 0  # rows still queued or claimed when the run ended
     stopped: bool = False  # ended early by a signal; the next run finishes the edition
@@ -127,7 +126,6 @@ class SendLoop:
         stop: asyncio.Event,
         on_result: ProgressCallback | None = None,
         clock: Clock = SYSTEM_CLOCK,
-        drain_seconds: float = DRAIN_SECONDS,
         cleanup_seconds: float | None = None,  # CLEANUP_SECONDS, as it is when the send starts
     ) -> None:
         self.ledger = ledger
@@ -139,7 +137,6 @@ class SendLoop:
         self.stop = stop
         self.on_result = on_result or (lambda status, email: None)
         self.clock = clock
-        self.drain_seconds = drain_seconds
         self.cleanup_seconds = CLEANUP_SECONDS if cleanup_seconds is None else cleanup_seconds
         self.signer = Signer(settings.secret_key.get_secret_value())
         self.limiter = RateLimiter(settings.rate_limit, clock)
@@ -229,7 +226,7 @@ class SendLoop:
         if all(task.done() for task in tasks):
             return
         self.halt.set()
-        _, busy = await asyncio.wait(tasks, timeout=self.drain_seconds)
+        _, busy = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
         if busy:
             raise _DrainOverdue(len(busy))  # the TaskGroup cancels them
 
@@ -354,7 +351,6 @@ class SendLoop:
         for claimer in await self.ledger.claimers():
             if claimer != self.ledger.claimer and is_dead(claimer):
                 count = await self.ledger.release_claims_of(claimer)
-                self.summary.reclaimed += count
                 total += count
                 event(
                     log,

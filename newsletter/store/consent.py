@@ -104,7 +104,7 @@ def record_consent(engine: Engine, email: str, *, ip: str, user_agent: str) -> b
 
 
 def get_consent(engine: Engine, email: str) -> Consent | None:
-    """The sign-up record of an address (for the editor's subscriber page and audits)."""
+    """The sign-up record of an address: the proof of consent, for an audit."""
     columns = (
         subscribers.c.confirmation_sent_at,
         subscribers.c.consent_at,

@@ -235,15 +235,6 @@ class ActiveCheck:
         self.raw.invalidate()
 
 
-def subscriber_is_active(engine: Engine, subscriber_id: int) -> bool:
-    """Checked right before a message is handed to the server: an unsubscribe wins until then."""
-    check = ActiveCheck(engine)
-    try:
-        return check(subscriber_id)
-    finally:
-        check.close()
-
-
 def claimers(engine: Engine, edition_id: int) -> list[str]:
     """Who holds claimed rows of an edition now: a dead one's rows can be taken back."""
     with engine.connect() as conn:
@@ -323,20 +314,6 @@ def failed_deliveries(engine: Engine, edition_id: int, limit: int = 50) -> list[
             .limit(limit)
         )
         return [FailedDelivery(*row) for row in rows]
-
-
-def active_subscriber_ids(engine: Engine, subscriber_ids: Iterable[int]) -> set[int]:
-    """Which of these subscribers are still active: checked again right before sending."""
-    ids = list(subscriber_ids)
-    if not ids:
-        return set()
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(subscribers.c.id).where(
-                subscribers.c.id.in_(ids), subscribers.c.status == SubscriberStatus.ACTIVE
-            )
-        )
-        return {row.id for row in rows}
 
 
 @dataclass(frozen=True)
@@ -455,17 +432,6 @@ def count_by_status(engine: Engine, edition_id: int) -> dict[DeliveryStatus, int
     counts = dict.fromkeys(DeliveryStatus, 0)
     counts.update({DeliveryStatus(status): n for status, n in rows})
     return counts
-
-
-def next_lease_expiry(engine: Engine, edition_id: int) -> dt.datetime | None:
-    """When the earliest row held by another (perhaps dead) sender becomes claimable."""
-    with engine.connect() as conn:
-        return conn.execute(
-            select(func.min(deliveries.c.lease_until)).where(
-                deliveries.c.edition_id == edition_id,
-                deliveries.c.status == DeliveryStatus.SENDING,
-            )
-        ).scalar()
 
 
 def record_test_send(engine: Engine, edition_id: int, email: str, status: str, reply: str) -> None:
