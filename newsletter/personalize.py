@@ -20,8 +20,8 @@ from functools import lru_cache
 
 from newsletter.config import Settings
 from newsletter.hygiene import one_line
-from newsletter.message import fill_encoded
 from newsletter.models import RenderedEdition
+from newsletter.quoted_printable import fill_encoded
 from newsletter.render import SLOT_NAMES, slot_marker
 
 
@@ -69,7 +69,7 @@ def personalize_encoded(rendered: RenderedEdition, slots: Slots) -> tuple[bytes,
     """Like `personalize`, but the quoted-printable bytes of each part, ready for MIME.
 
     The fast path of a send: the edition's literal text is encoded once, and per
-    recipient only the few slot values are (see `message.fill_encoded`).
+    recipient only the few slot values are (see `quoted_printable.fill_encoded`).
     """
     html_parts, text_parts = _split(rendered)
     raw = {slot: clean(getattr(slots, slot)) for slot in SLOT_NAMES}

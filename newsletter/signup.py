@@ -35,15 +35,17 @@ from email.utils import format_datetime
 
 from sqlalchemy import Engine
 
+from newsletter.addresses import clean_name, validate_email
 from newsletter.config import Settings
 from newsletter.delivery import Outcome, SendResult, send_one
 from newsletter.errors import DeliveryError
+from newsletter.headers import clean_header_text
 from newsletter.logs import event
-from newsletter.message import clean_header_text, make_message_id
+from newsletter.message import make_message_id
 from newsletter.models import ConfirmOutcome, SignupOutcome, SubscriberStatus
+from newsletter.store import consent
 from newsletter.store import subscribers as store
 from newsletter.store.engine import utcnow
-from newsletter.subscribers import clean_name, validate_email
 from newsletter.tokens import Purpose, Signer
 
 log = logging.getLogger("newsletter.signup")
@@ -68,7 +70,7 @@ def expire_pending(engine: Engine, older_than: dt.timedelta) -> int:
 
     Called on every sign-up and safe to call from a scheduler at any time.
     """
-    deleted = store.delete_expired_pending(engine, utcnow() - older_than)
+    deleted = consent.delete_expired_pending(engine, utcnow() - older_than)
     if deleted:
         event(log, "signup_expired", count=deleted)
     return deleted
@@ -122,7 +124,7 @@ async def sign_up(
         event(log, "signup", recipient=address, outcome=SignupOutcome.ALREADY_ACTIVE)
         return SignupResult(SignupOutcome.ALREADY_ACTIVE, address)
     stamp = await asyncio.to_thread(
-        store.claim_confirmation, engine, address, resend_after=RESEND_AFTER
+        consent.claim_confirmation, engine, address, resend_after=RESEND_AFTER
     )
     if stamp is None:
         event(log, "signup", recipient=address, outcome=SignupOutcome.ALREADY_SENT)
@@ -132,7 +134,7 @@ async def sign_up(
     )
     result = await send_confirmation(settings, address, data)
     if result.outcome is not Outcome.SENT:
-        await asyncio.to_thread(store.release_confirmation, engine, address, stamp)
+        await asyncio.to_thread(consent.release_confirmation, engine, address, stamp)
         event(
             log,
             "signup",
@@ -148,7 +150,7 @@ async def sign_up(
 
 def confirm(engine: Engine, email: str, *, ip: str, user_agent: str) -> ConfirmOutcome:
     """The Confirm button: make the address active and record consent (safe to repeat)."""
-    if store.record_consent(engine, email, ip=ip, user_agent=user_agent):
+    if consent.record_consent(engine, email, ip=ip, user_agent=user_agent):
         event(log, "signup_confirmed", recipient=email, ip=ip)
         return ConfirmOutcome.CONFIRMED
     current = store.get_subscriber(engine, email)

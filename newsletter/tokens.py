@@ -25,7 +25,6 @@ class Purpose(StrEnum):
 
 
 UNSUBSCRIBE_MAX_AGE = 400 * 24 * 3600  # a year of archived emails, and some
-CONFIRM_MAX_AGE = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)

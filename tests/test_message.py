@@ -27,14 +27,10 @@ from mimewire import assert_quoted_printable_wire, piece, split_parts
 
 from newsletter.config import Settings
 from newsletter.errors import InputError
-from newsletter.message import (
-    _quoted_printable,
-    build_message,
-    clean_header_text,
-    fill_encoded,
-    make_message_id,
-)
+from newsletter.headers import clean_header_text
+from newsletter.message import build_message, make_message_id
 from newsletter.models import Recipient
+from newsletter.quoted_printable import encode_text, fill_encoded
 
 UNSUB_URL = "https://news.example.org/unsubscribe/tok123"
 UNSUB_MAILTO = "mailto:unsubscribe@daily.example.org?subject=unsubscribe%20tok123"
@@ -567,7 +563,7 @@ def test_property_any_body_decodes_to_itself(body: str) -> None:
 
     assert msg.get_body(("plain",)).get_content() == crlf(body)
     assert msg.get_body(("html",)).get_content() == crlf(body)
-    assert_quoted_printable_wire(_quoted_printable(body))
+    assert_quoted_printable_wire(encode_text(body))
 
 
 # SpamAssassin
@@ -826,7 +822,7 @@ def test_filled_pieces_decode_to_exactly_the_whole_text(
     encoded, whole = fill(literals, values)
 
     assert binascii.a2b_qp(encoded).replace(b"\r\n", b"\n") == whole.encode("utf-8")
-    assert binascii.a2b_qp(encoded) == binascii.a2b_qp(_quoted_printable(whole))
+    assert binascii.a2b_qp(encoded) == binascii.a2b_qp(encode_text(whole))
     assert_quoted_printable_wire(encoded)
 
 

@@ -314,6 +314,36 @@ def test_claims_of_a_sender_on_another_machine_are_taken_over_when_the_lease_exp
     assert sorted(smtp_server.recipients()) == sorted(e for e, _ in PEOPLE)
 
 
+def test_a_late_release_never_frees_rows_another_sender_took_over(engine, settings):
+    """A stopped send's release that arrives after its rows were taken over (its lease ran
+    out, or its run ended and the next send reclaimed them) leaves them with their new
+    sender, who is sending them."""
+    from sqlalchemy import select
+
+    from newsletter.store.schema import deliveries
+
+    add_people(engine, PEOPLE[:2])
+    prepared = prepare_edition(engine, settings, DAY)
+    delivery_store.queue_deliveries(engine, prepared.stored.id)
+    lapsed = dt.timedelta(seconds=-1)  # a lease already over: the rows are claimable again
+    first, _ = delivery_store.claim_batch(
+        engine, prepared.stored.id, claimer="here:1:run-old", size=2, lease=lapsed
+    )
+    taken, _ = delivery_store.claim_batch(
+        engine, prepared.stored.id, claimer="here:1:run-new", size=2, lease=dt.timedelta(hours=1)
+    )
+    assert {c.delivery_id for c in taken} == {c.delivery_id for c in first} != set()
+
+    released = delivery_store.release_claims(
+        engine, [c.delivery_id for c in first], claimer="here:1:run-old"
+    )
+
+    assert released == 0
+    with engine.connect() as conn:
+        holders = conn.execute(select(deliveries.c.status, deliveries.c.claimed_by)).all()
+    assert holders == [(DeliveryStatus.SENDING.value, "here:1:run-new")] * 2
+
+
 def test_an_edition_on_hold_is_not_sent(engine, settings, smtp_server):
     add_people(engine)
     prepared = prepare_edition(engine, settings, DAY)

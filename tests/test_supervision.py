@@ -27,10 +27,12 @@ from newsletter import subscribers as subscriber_ops
 from newsletter.app import prepare_edition, send_edition
 from newsletter.delivery import Ledger, SendLoop, SendSummary, SmtpMailers
 from newsletter.errors import DeliveryError, StoreError, StoreUnavailable
-from newsletter.models import DeliveryStatus
+from newsletter.liveness import holder_id, is_dead, run_holder
+from newsletter.models import DeliveryStatus, SubscriberStatus
 from newsletter.store import deliveries as delivery_store
+from newsletter.store.deliveries import DeliveryRecord
 from newsletter.store.ledger import SqlLedger
-from newsletter.store.schema import deliveries
+from newsletter.store.schema import deliveries, subscribers
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -164,7 +166,6 @@ NTH = {
     "claim_batch": [1, 2, 3],
     "is_active": [1, 10, 25],
     "record_outcomes": [1, 3, 8],
-    "record_hard_bounce": [1],
     "next_retry_at": [1],
     "claimers": [1, 2],
     "release_claims_of": [1],
@@ -196,6 +197,80 @@ def test_a_store_failure_anywhere_stops_the_send_and_a_rerun_finishes(
     assert by_status[DeliveryStatus.SENT] <= len(relay.delivered)  # never counted unsent
 
     rerun_finishes(engine, fast, stored, relay, emails)
+
+
+class BounceCommitFails:
+    """A ledger whose first commit holding a hard bounce raises: before writing anything, or
+    (`after_writing`) once the write went through, as a connection lost after COMMIT."""
+
+    def __init__(self, inner: Ledger, *, after_writing: bool) -> None:
+        self.inner, self.after_writing, self.struck = inner, after_writing, False
+        self.claimer = inner.claimer
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+    async def record_outcomes(self, records, bounce_limit):  # noqa: ANN001, ANN201
+        if self.struck or not any(record.hard_bounce for record in records):
+            return await self.inner.record_outcomes(records, bounce_limit)
+        self.struck = True
+        if self.after_writing:
+            await self.inner.record_outcomes(records, bounce_limit)
+        raise StoreError("injected fault in the bounce's commit", where="the test's ledger")
+
+
+def bounces_of(engine, email: str):
+    with engine.connect() as conn:
+        return conn.execute(
+            select(subscribers.c.bounce_count, subscribers.c.status).where(
+                subscribers.c.email == email
+            )
+        ).one()
+
+
+@pytest.mark.parametrize("after_writing", [False, True], ids=["lost", "written"])
+def test_a_hard_bounce_recorded_at_the_stop_counts_exactly_once(engine, fast, relay, after_writing):
+    """The 5xx's commit fails, so the send stops and its cleanup writes the record: the
+    bounce counts then (it never did), and only once when the failed commit had written
+    it after all."""
+    emails = [*people(5), BOUNCER]
+    stored = start_edition(engine, fast, emails, dead_rows=0)
+    once = fast.model_copy(update={"bounce_limit": 1})
+    real = SqlLedger(engine, stored.id, claimer=dead_claimer(), lease=dt.timedelta(seconds=300))
+    ledger = BounceCommitFails(real, after_writing=after_writing)
+
+    with pytest.raises(StoreError, match="injected fault in the bounce's commit") as caught:
+        faulty_send(engine, once, stored, ledger)
+    assert ledger.struck and "results recorded at the stop" in str(caught.value)
+    assert bounces_of(engine, BOUNCER) == (1, SubscriberStatus.BOUNCED.value)
+    with engine.connect() as conn:
+        attempts, status = conn.execute(
+            select(deliveries.c.attempts, deliveries.c.status).where(deliveries.c.email == BOUNCER)
+        ).one()
+    assert (attempts, status) == (1, DeliveryStatus.FAILED.value)  # written once, too
+
+
+def test_writing_a_hard_bounce_again_counts_nothing_twice(engine, fast):
+    """At the store: the record written a second time changes nothing."""
+    stored = start_edition(engine, fast, [BOUNCER], dead_rows=0)
+    [claim], _ = delivery_store.claim_batch(
+        engine, stored.id, claimer="test", size=1, lease=dt.timedelta(minutes=5)
+    )
+    record = DeliveryRecord(
+        claim.delivery_id, DeliveryStatus.FAILED, "550 5.1.1 gone", True, None, hard_bounce=True
+    )
+    assert delivery_store.record_outcomes(engine, [record], bounce_limit=2) == []
+    assert delivery_store.record_outcomes(engine, [record], bounce_limit=2) == []
+    assert bounces_of(engine, BOUNCER) == (1, SubscriberStatus.ACTIVE.value)
+
+
+def test_a_run_holder_is_alive_while_its_run_lasts_and_dead_after():
+    """What lets the next send of a live process take back an ended send's claims."""
+    with run_holder() as holder, run_holder() as other:
+        assert not is_dead(holder) and not is_dead(other)
+    assert is_dead(holder) and is_dead(other)
+    assert not is_dead(holder_id())  # this process's other holders (the scheduler's lock)
+    assert is_dead(dead_claimer()) and not is_dead("elsewhere:1:run-abcd")
 
 
 def claimed_rows(engine):
@@ -317,14 +392,14 @@ def test_the_recorder_failing_for_good_stops_the_send_instead_of_freezing_it(
     real_record = delivery_store.record_outcomes
     calls, failing_since = Counter(), []
 
-    def record_outcomes(engine_, outcomes):  # noqa: ANN001, ANN202
+    def record_outcomes(engine_, outcomes, **options):  # noqa: ANN001, ANN003, ANN202
         """From the 4th commit on, locked for 3 s: past the window, then back for the cleanup."""
         calls["record"] += 1
         if calls["record"] >= 4 and not failing_since:
             failing_since.append(time.monotonic())
         if failing_since and time.monotonic() < failing_since[0] + 3.0:
             raise StoreUnavailable("the database is locked by another process", where="test")
-        return real_record(engine_, outcomes)
+        return real_record(engine_, outcomes, **options)
 
     monkeypatch.setattr(delivery_store, "record_outcomes", record_outcomes)
 

@@ -18,6 +18,7 @@ from newsletter.app import prepare_edition, send_edition
 from newsletter.capture import free_port
 from newsletter.config import Settings
 from newsletter.models import SubscriberStatus
+from newsletter.store import consent as consent_store
 from newsletter.store import subscribers as subscriber_store
 
 READER = "reader@example.com"
@@ -86,7 +87,7 @@ def test_sign_up_confirm_receive_unsubscribe_in_a_browser(live, engine, smtp_ser
         page.get_by_role("heading", name="You're subscribed").wait_for()
         page.screenshot(path=livesite.artifact("public-confirmed.png"), full_page=True)
         assert status_of(engine, READER) is SubscriberStatus.ACTIVE
-        consent = subscriber_store.get_consent(engine, READER)
+        consent = consent_store.get_consent(engine, READER)
         assert consent.consent_ip == "127.0.0.1" and "Chrome" in consent.consent_user_agent
 
         # An edition goes out; its List-Unsubscribe link leads to a page with one button.

@@ -26,6 +26,7 @@ from newsletter.capture import free_port
 from newsletter.models import SubscriberStatus
 from newsletter.scheduler import LOCK_NAME, STALE_AFTER
 from newsletter.signup import expire_pending
+from newsletter.store import consent as consent_store
 from newsletter.store import editions as edition_store
 from newsletter.store import subscribers as subscriber_store
 from newsletter.store.engine import open_engine, utcnow
@@ -282,7 +283,7 @@ def test_sign_up_then_confirm_records_consent(client, engine, settings, smtp_ser
     done = client.post(path_of(link), headers={"User-Agent": "Mozilla/5.0 (Test) Browser"})
     assert done.status_code == 200 and "subscribed" in done.text
     assert status_of(engine, "ann@example.com") is SubscriberStatus.ACTIVE
-    consent = subscriber_store.get_consent(engine, "ann@example.com")
+    consent = consent_store.get_consent(engine, "ann@example.com")
     assert consent.consent_user_agent == "Mozilla/5.0 (Test) Browser"
     assert consent.consent_ip == "testclient"  # the TestClient's peer name
     assert abs((utcnow() - consent.consent_at).total_seconds()) < 60
@@ -367,7 +368,7 @@ def test_a_relay_failure_is_told_honestly_and_a_retry_works(client, settings, en
         answer = sign_up(broken, "ann@example.com")
     assert answer.status_code == 503 and "could not send the confirmation" in answer.text
     assert status_of(engine, "ann@example.com") is SubscriberStatus.PENDING
-    assert subscriber_store.get_consent(engine, "ann@example.com").confirmation_sent_at is None
+    assert consent_store.get_consent(engine, "ann@example.com").confirmation_sent_at is None
 
     assert sign_up(client, "ann@example.com").status_code == 200  # relay back: sent at once
     assert len(confirmations(smtp_server)) == 1
@@ -406,7 +407,7 @@ def test_the_sign_up_columns_are_added_to_an_older_database(tmp_path):
     old.dispose()
     engine = open_engine(url)
     subscriber_ops.add_subscriber(engine, "ann@example.com")
-    assert subscriber_store.get_consent(engine, "ann@example.com").consent_at is None
+    assert consent_store.get_consent(engine, "ann@example.com").consent_at is None
     open_engine(url)  # a second open finds nothing to add
 
 

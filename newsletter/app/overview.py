@@ -156,12 +156,12 @@ def recent_editions(engine: Engine, limit: int = 10) -> list[EditionReport]:
     ]
 
 
-def edition_report(engine: Engine, date: dt.date, failed_limit: int = 50) -> EditionReport | None:
+def edition_report(engine: Engine, date: dt.date) -> EditionReport | None:
     stored = edition_store.get_edition(engine, date)
     if stored is None:
         return None
     return EditionReport(
         stored,
         delivery_store.count_by_status(engine, stored.id),
-        delivery_store.failed_deliveries(engine, stored.id, limit=failed_limit),
+        delivery_store.failed_deliveries(engine, stored.id),
     )

@@ -19,6 +19,7 @@ from email.message import EmailMessage
 
 from sqlalchemy import Engine
 
+from newsletter.addresses import validate_email
 from newsletter.app.build import UNSENT, prepare_edition, render_fresh, source_stamp
 from newsletter.app.outcomes import InvalidAddress, NoArticles, TestSent
 from newsletter.articles import open_source
@@ -31,7 +32,6 @@ from newsletter.render import GMAIL_CLIP_BYTES, edition_warnings
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import editions as edition_store
 from newsletter.store.editions import StoredEdition
-from newsletter.subscribers import validate_email
 
 #: Whom a preview is personalised for by default: a made-up reader, never a real subscriber.
 SAMPLE_RECIPIENT = Recipient(None, "reader@example.com", "Sample Reader")

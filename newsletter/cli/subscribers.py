@@ -34,11 +34,7 @@ def import_(
         err.print(f"[yellow]warning:[/] {warning}")
     for line, reason in report.invalid:
         err.print(f"[yellow]{file}:{line}:[/] {reason} (row skipped)")
-    console.print(
-        f"imported {file}: {report.added} added, {report.updated} updated, "
-        f"{report.unchanged} unchanged, {report.kept_unsubscribed} kept unsubscribed, "
-        f"{report.kept_bounced} kept bounced, {len(report.invalid)} invalid"
-    )
+    console.print(f"imported {file}: {report.summary()}")
 
 
 def export(

@@ -26,9 +26,11 @@ cancels whatever is still busy. Then the cleanup, bounded by CLEANUP_SECONDS:
 results the relay accepted but the store did not take are written, and unsent
 claims go back to the queue. If the database refuses even that, the claims
 come back through the dead-sender reclaim when the send runs again, and the
-error says so. A database that is unavailable for a while (a lock another
-process holds, a server restarting) is waited for (`retry.StoreWatch`), up to
-STORE_RETRY_WINDOW.
+error says so: a send's claims are held by its run (`liveness.run_holder`),
+dead once the run has ended, so the next send takes them back at once even in
+the same process (the server's "send now", the scheduler). A database that is
+unavailable for a while (a lock another process holds, a server restarting)
+is waited for (`retry.StoreWatch`), up to STORE_RETRY_WINDOW.
 
 The loop sees the database only through a `Ledger` and the relay only through
 a `MailerFactory`, two small protocols: `send.run_send` hands it the SQL
@@ -89,7 +91,6 @@ class SendSummary:
     failed: int = 0
     skipped: int = 0
     deferred: int = 0  # transient failures put back for a retry
-    reclaimed: int = 0  # rows taken back from a sender that died
     elapsed: float = 0.0
     remaining: int = 0  # rows still queued or claimed when the run ended
     stopped: bool = False  # ended early by a signal; the next run finishes the edition
@@ -125,8 +126,7 @@ class SendLoop:
         stop: asyncio.Event,
         on_result: ProgressCallback | None = None,
         clock: Clock = SYSTEM_CLOCK,
-        drain_seconds: float = DRAIN_SECONDS,
-        cleanup_seconds: float = CLEANUP_SECONDS,
+        cleanup_seconds: float | None = None,  # CLEANUP_SECONDS, as it is when the send starts
     ) -> None:
         self.ledger = ledger
         self.mailers = mailers
@@ -137,8 +137,7 @@ class SendLoop:
         self.stop = stop
         self.on_result = on_result or (lambda status, email: None)
         self.clock = clock
-        self.drain_seconds = drain_seconds
-        self.cleanup_seconds = cleanup_seconds
+        self.cleanup_seconds = CLEANUP_SECONDS if cleanup_seconds is None else cleanup_seconds
         self.signer = Signer(settings.secret_key.get_secret_value())
         self.limiter = RateLimiter(settings.rate_limit, clock)
         self.relay = RelayWatch(settings, clock)
@@ -227,7 +226,7 @@ class SendLoop:
         if all(task.done() for task in tasks):
             return
         self.halt.set()
-        _, busy = await asyncio.wait(tasks, timeout=self.drain_seconds)
+        _, busy = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
         if busy:
             raise _DrainOverdue(len(busy))  # the TaskGroup cancels them
 
@@ -260,7 +259,7 @@ class SendLoop:
     async def _give_back(self, watch: StoreWatch) -> int:
         if self.unconfirmed:
             late = list(self.unconfirmed.values())
-            await watch.call(lambda: self.ledger.record_outcomes([r for _, r in late]))
+            await watch.call(lambda: self._record_outcomes([r for _, r in late]))
             for job, record in late:
                 self._confirmed(job, record)
         claims = set(self.in_flight)
@@ -346,12 +345,12 @@ class SendLoop:
         return True
 
     async def _reclaim_from_dead(self) -> int:
-        """Rows claimed by a sender that died on this machine go back to the queue now."""
+        """Rows claimed by a sender that died on this machine, or by a send of this process
+        that has ended, go back to the queue now (not when their lease runs out)."""
         total = 0
         for claimer in await self.ledger.claimers():
             if claimer != self.ledger.claimer and is_dead(claimer):
                 count = await self.ledger.release_claims_of(claimer)
-                self.summary.reclaimed += count
                 total += count
                 event(
                     log,
@@ -411,13 +410,10 @@ class SendLoop:
             next_attempt_at = utcnow() + dt.timedelta(seconds=delay)
         else:
             status = DeliveryStatus.FAILED
-        record = DeliveryRecord(job.delivery_id, status, result.reply, True, next_attempt_at)
+        record = DeliveryRecord(
+            job.delivery_id, status, result.reply, True, next_attempt_at, result.hard_bounce
+        )
         await self._commit(job, record)
-        if result.hard_bounce:
-            limit = self.settings.bounce_limit
-            bounce = lambda: self.ledger.record_hard_bounce(job.subscriber_id, limit)  # noqa: E731
-            if await self.store.call(bounce):
-                event(log, "bounced", level=logging.WARNING, recipient=job.email)
 
     async def _commit(self, job: _Job, record: DeliveryRecord) -> None:
         """Hand the result to the group commit; it counts only once the store has it."""
@@ -426,7 +422,16 @@ class SendLoop:
         self._confirmed(job, record)
 
     async def _write(self, records: list[DeliveryRecord]) -> None:
-        await self.store.call(lambda: self.ledger.record_outcomes(records))
+        await self.store.call(lambda: self._record_outcomes(records))
+
+    async def _record_outcomes(self, records: list[DeliveryRecord]) -> None:
+        """One commit of results, the group commit's or the cleanup's; a hard bounce counts
+        in the commit that records it, so one written only at the stop counts too."""
+        bounced = await self.ledger.record_outcomes(records, self.settings.bounce_limit)
+        for delivery_id in bounced:
+            entry = self.unconfirmed.get(delivery_id)
+            recipient = entry[0].email if entry else f"delivery {delivery_id}"
+            event(log, "bounced", level=logging.WARNING, recipient=recipient)
 
     def _confirmed(self, job: _Job, record: DeliveryRecord) -> None:
         self.unconfirmed.pop(job.delivery_id, None)

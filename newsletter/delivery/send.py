@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from newsletter.config import Settings
 from newsletter.delivery.loop import ProgressCallback, SendLoop, SendSummary
 from newsletter.delivery.session import SmtpMailers
-from newsletter.liveness import holder_id
+from newsletter.liveness import run_holder
 from newsletter.store.editions import StoredEdition
 from newsletter.store.ledger import SqlLedger
 
@@ -34,13 +34,17 @@ async def run_send(
     Returns when the edition has nothing left for this process or `stop` was set
     (what was sent is recorded, unsent claims are back in the queue); raises a
     NewsletterError (a DeliveryError, a StoreError) when something stopped it.
+
+    The claims are this run's own (`liveness.run_holder`): what a failed run could
+    not give back, the next send takes back at once, even in the same process.
     """
     lease = dt.timedelta(seconds=settings.lease_seconds)
-    ledger = SqlLedger(engine, stored.id, claimer=holder_id(), lease=lease)
-    loop = SendLoop(
-        ledger, SmtpMailers(settings), settings, stored, summary, stop=stop, on_result=on_result
-    )
-    try:
-        await loop.run()
-    finally:
-        await ledger.close()
+    with run_holder() as claimer:
+        ledger = SqlLedger(engine, stored.id, claimer=claimer, lease=lease)
+        loop = SendLoop(
+            ledger, SmtpMailers(settings), settings, stored, summary, stop=stop, on_result=on_result
+        )
+        try:
+            await loop.run()
+        finally:
+            await ledger.close()

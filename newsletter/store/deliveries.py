@@ -36,6 +36,7 @@ from newsletter.models import DeliveryStatus, SubscriberStatus
 from newsletter.store.engine import database_name, utcnow
 from newsletter.store.errors import translated
 from newsletter.store.schema import deliveries, subscribers, test_sends
+from newsletter.store.subscribers import count_hard_bounce
 
 
 @dataclass(frozen=True)
@@ -234,15 +235,6 @@ class ActiveCheck:
         self.raw.invalidate()
 
 
-def subscriber_is_active(engine: Engine, subscriber_id: int) -> bool:
-    """Checked right before a message is handed to the server: an unsubscribe wins until then."""
-    check = ActiveCheck(engine)
-    try:
-        return check(subscriber_id)
-    finally:
-        check.close()
-
-
 def claimers(engine: Engine, edition_id: int) -> list[str]:
     """Who holds claimed rows of an edition now: a dead one's rows can be taken back."""
     with engine.connect() as conn:
@@ -324,20 +316,6 @@ def failed_deliveries(engine: Engine, edition_id: int, limit: int = 50) -> list[
         return [FailedDelivery(*row) for row in rows]
 
 
-def active_subscriber_ids(engine: Engine, subscriber_ids: Iterable[int]) -> set[int]:
-    """Which of these subscribers are still active: checked again right before sending."""
-    ids = list(subscriber_ids)
-    if not ids:
-        return set()
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(subscribers.c.id).where(
-                subscribers.c.id.in_(ids), subscribers.c.status == SubscriberStatus.ACTIVE
-            )
-        )
-        return {row.id for row in rows}
-
-
 @dataclass(frozen=True)
 class DeliveryRecord:
     """One message's result, as the delivery row will hold it."""
@@ -347,6 +325,7 @@ class DeliveryRecord:
     reply: str
     attempted: bool = True  # False for a skip: no SMTP transaction took place
     next_attempt_at: dt.datetime | None = None
+    hard_bounce: bool = False  # the relay refused the address: counts toward BOUNCE_LIMIT
 
 
 _RECORD = (
@@ -369,16 +348,29 @@ _RECORD = (
         ),
     )
 )
+# A hard bounce is written only over a row still claimed, and says whose it is: the
+# write that records it is the one that counts it.
+_RECORD_BOUNCE = _RECORD.where(deliveries.c.status == DeliveryStatus.SENDING).returning(
+    deliveries.c.subscriber_id
+)
 
 
-def record_outcomes(engine: Engine, outcomes: Sequence[DeliveryRecord]) -> None:
-    """Record results and commit: this is the durable 'sent'.
+def record_outcomes(
+    engine: Engine, outcomes: Sequence[DeliveryRecord], *, bounce_limit: int
+) -> list[int]:
+    """Record results and commit: this is the durable 'sent'. The delivery ids whose
+    subscriber this write made `bounced`.
 
     Many results in one transaction (the sender's group commit), so the cost of a
-    commit is shared by every connection that finished a message meanwhile.
+    commit is shared by every connection that finished a message meanwhile. A hard
+    bounce adds to its subscriber's bounce count in the same transaction, and only
+    when this write is the one that records it (the row is still `sending`): so every
+    recorded hard bounce counts exactly once, whether the send recorded it at once or
+    its cleanup did at the stop, and writing a record again (a commit that seemed to
+    fail had gone through) counts nothing twice.
     """
     if not outcomes:
-        return
+        return []
     now = utcnow()
     rows = [
         {
@@ -391,33 +383,37 @@ def record_outcomes(engine: Engine, outcomes: Sequence[DeliveryRecord]) -> None:
         }
         for o in outcomes
     ]
+    plain = [row for o, row in zip(outcomes, rows, strict=True) if not o.hard_bounce]
+    bounces = [(o, row) for o, row in zip(outcomes, rows, strict=True) if o.hard_bounce]
+    bounced = []
     with engine.begin() as conn:
-        conn.execute(_RECORD, rows)
+        if plain:
+            conn.execute(_RECORD, plain)
+        for outcome, row in bounces:  # one per 5xx for an address: few
+            subscriber_id = conn.execute(_RECORD_BOUNCE, row).scalar()
+            if subscriber_id is not None and count_hard_bounce(conn, subscriber_id, bounce_limit):
+                bounced.append(outcome.delivery_id)
+    return bounced
 
 
-def record_outcome(
-    engine: Engine,
-    delivery_id: int,
-    status: DeliveryStatus,
-    reply: str,
-    *,
-    attempted: bool = True,
-    next_attempt_at: dt.datetime | None = None,
-) -> None:
-    """Record one message's result and commit at once."""
-    record = DeliveryRecord(delivery_id, status, reply, attempted, next_attempt_at)
-    record_outcomes(engine, [record])
+def release_claims(engine: Engine, delivery_ids: Iterable[int], *, claimer: str) -> int:
+    """Give this claimer's unsent rows back to the queue (a clean stop), so the next run takes them.
 
-
-def release_claims(engine: Engine, delivery_ids: Iterable[int]) -> int:
-    """Give unsent claimed rows back to the queue (a clean stop), so the next run takes them."""
+    Only rows it still holds: one another sender took over meanwhile (this claim's
+    lease ran out, or its run ended and the next one reclaimed it) stays theirs,
+    even when this release arrives late, from a thread the stop left waiting on a lock.
+    """
     ids = list(delivery_ids)
     if not ids:
         return 0
     with engine.begin() as conn:
         result = conn.execute(
             update(deliveries)
-            .where(deliveries.c.id.in_(ids), deliveries.c.status == DeliveryStatus.SENDING)
+            .where(
+                deliveries.c.id.in_(ids),
+                deliveries.c.status == DeliveryStatus.SENDING,
+                deliveries.c.claimed_by == claimer,
+            )
             .values(
                 status=DeliveryStatus.QUEUED, claimed_by=None, lease_until=None, updated_at=utcnow()
             )
@@ -436,17 +432,6 @@ def count_by_status(engine: Engine, edition_id: int) -> dict[DeliveryStatus, int
     counts = dict.fromkeys(DeliveryStatus, 0)
     counts.update({DeliveryStatus(status): n for status, n in rows})
     return counts
-
-
-def next_lease_expiry(engine: Engine, edition_id: int) -> dt.datetime | None:
-    """When the earliest row held by another (perhaps dead) sender becomes claimable."""
-    with engine.connect() as conn:
-        return conn.execute(
-            select(func.min(deliveries.c.lease_until)).where(
-                deliveries.c.edition_id == edition_id,
-                deliveries.c.status == DeliveryStatus.SENDING,
-            )
-        ).scalar()
 
 
 def record_test_send(engine: Engine, edition_id: int, email: str, status: str, reply: str) -> None:

@@ -21,7 +21,6 @@ from sqlalchemy import Engine
 
 from newsletter.errors import StoreError
 from newsletter.store import deliveries
-from newsletter.store import subscribers as subscriber_store
 from newsletter.store.deliveries import ActiveCheck, Claim, DeliveryRecord
 from newsletter.store.engine import lock_wait
 
@@ -60,16 +59,17 @@ class SqlLedger:
             broken.discard()  # a fresh connection next time (the server may have restarted)
             raise
 
-    async def record_outcomes(self, records: Sequence[DeliveryRecord]) -> None:
-        await self._in_thread(deliveries.record_outcomes, self.engine, records)
-
-    async def record_hard_bounce(self, subscriber_id: int, limit: int) -> bool:
+    async def record_outcomes(
+        self, records: Sequence[DeliveryRecord], bounce_limit: int
+    ) -> list[int]:
         return await self._in_thread(
-            subscriber_store.record_hard_bounce, self.engine, subscriber_id, limit
+            deliveries.record_outcomes, self.engine, records, bounce_limit=bounce_limit
         )
 
     async def release_claims(self, delivery_ids: Collection[int]) -> int:
-        return await self._in_thread(deliveries.release_claims, self.engine, delivery_ids)
+        return await self._in_thread(
+            deliveries.release_claims, self.engine, delivery_ids, claimer=self.claimer
+        )
 
     async def claimers(self) -> list[str]:
         return await self._in_thread(deliveries.claimers, self.engine, self.edition_id)
