@@ -86,18 +86,14 @@ def test_an_operator_folder_overrides_one_file_and_keeps_the_rest(tmp_path, else
     assert ours.text == built_in.text  # edition.txt.j2 and edition.html.j2 come from the package
 
 
-def test_an_operator_folder_can_replace_every_file(tmp_path, elsewhere):
+def test_an_operators_file_wins_over_the_built_in_one_of_the_same_name(tmp_path, elsewhere):
     mine = tmp_path / "mine"
     mine.mkdir()
-    (mine / "edition.html.j2").write_text(
-        "<html><body><p>{{ edition.subject }} by hand</p></body></html>\n", encoding="utf-8"
-    )
     (mine / "edition.txt.j2").write_text("{{ edition.subject }} in plain text\n", encoding="utf-8")
-    rendered = render_edition(
-        edition(), make_settings(tmp_path, templates_dir=mine), slot_token=TOKEN
-    )
-    assert "Subject by hand" in rendered.html
-    assert rendered.text == "Subject in plain text\n"
+    built_in = render_edition(edition(), make_settings(tmp_path), slot_token=TOKEN)
+    ours = render_edition(edition(), make_settings(tmp_path, templates_dir=mine), slot_token=TOKEN)
+    assert ours.text == "Subject in plain text\n"
+    assert ours.html == built_in.html
 
 
 def test_an_error_in_a_built_in_file_names_its_full_path(tmp_path, elsewhere):
