@@ -108,7 +108,8 @@ def test_init_keeps_what_exists_unless_forced(cli, empty, new_database_url):
     assert (site / "subscribers" / "example.csv").read_text("utf-8") == "email\nme@example.org\n"
 
     forced = cli.run("init", "site", "--force", cwd=empty)
-    assert "wrote site/.env" in forced.stdout
+    assert "replaced site/.env (a new random secret key: links in emails" in forced.stdout
+    assert "replaced site/subscribers/example.csv" in forced.stdout
     assert secret_of(site / ".env") not in ("my-own-secret", "")
     assert (site / "subscribers" / "example.csv").read_bytes() == (
         sample_site() / "subscribers" / "example.csv"

@@ -36,7 +36,8 @@ KEEP_HINT = "use --force to replace it"
 
 def init(
     directory: Annotated[
-        Path, typer.Argument(help="The site folder (made if missing); default: this one.")
+        Path,
+        typer.Argument(metavar="DIR", help="The site folder (made if missing); default: here."),
     ] = Path("."),
     templates: Annotated[
         bool,
@@ -56,17 +57,24 @@ def init(
     """
     if directory.exists() and not directory.is_dir():
         raise InputError("exists and is not a folder", where=str(directory))
-    directory.mkdir(parents=True, exist_ok=True)
-    _write_env(directory / ".env", force=force, templates=templates)
-    _write_articles(directory / "articles")
-    _write_file(
-        sample_site() / "subscribers" / "example.csv",
-        directory / "subscribers" / "example.csv",
-        force=force,
-        note="the list format; `newsletter subscribers import` it to try",
-    )
-    if templates:
-        _write_templates(directory / "templates", force=force)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_env(directory / ".env", force=force, templates=templates)
+        _write_articles(directory / "articles")
+        _write_file(
+            sample_site() / "subscribers" / "example.csv",
+            directory / "subscribers" / "example.csv",
+            force=force,
+            note="the list format; `newsletter subscribers import` it to try",
+        )
+        if templates:
+            _write_templates(directory / "templates", force=force)
+    except OSError as exc:  # a read-only folder, a file where a folder should be, a full disk
+        raise InputError(
+            f"cannot write: {exc.strerror or exc}",
+            where=str(exc.filename or directory),
+            hint="choose a folder you can write to",
+        ) from None
 
     settings = load_settings(_env_file=directory / ".env")
     configure_logging(settings.log_level, settings.log_format)
@@ -96,7 +104,8 @@ def site_database_url(url: str, directory: Path) -> str:
 
 
 def _write_env(path: Path, *, force: bool, templates: bool) -> None:
-    if path.exists() and not force:
+    existed = path.exists()
+    if existed and not force:
         _say(f"kept {path} ({KEEP_HINT})")
         if templates and not re.search(r"^NEWSLETTER_TEMPLATES_DIR=\S", _read(path), re.M):
             _say(f"  set NEWSLETTER_TEMPLATES_DIR=templates in {path} to use the copy")
@@ -107,10 +116,15 @@ def _write_env(path: Path, *, force: bool, templates: bool) -> None:
         text = _with_setting(text, "NEWSLETTER_TEMPLATES_DIR", "templates")
     path.write_text(text, encoding="utf-8")
     path.chmod(0o600)  # the secret key and, once filled in, the relay's password
-    _say(
-        f"wrote {path} (a new random secret key; set your relay, sender, postal address "
-        "and BASE_URL in it)"
-    )
+    if existed:  # --force: say what a new secret costs
+        _say(
+            f"replaced {path} (a new random secret key: links in emails already sent stop working)"
+        )
+    else:
+        _say(
+            f"wrote {path} (a new random secret key; set your relay, sender, postal address "
+            "and BASE_URL in it)"
+        )
 
 
 def _with_setting(text: str, key: str, value: str) -> str:
@@ -124,7 +138,7 @@ def _with_setting(text: str, key: str, value: str) -> str:
 
 def _write_articles(folder: Path) -> None:
     """The sample days, only into a new or empty folder: never mixed into real articles."""
-    if folder.exists() and any(folder.iterdir()):
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         _say(f"kept {folder} (it has files; no samples added)")
         return
     source = sample_site() / "articles"
@@ -155,12 +169,13 @@ def _write_templates(folder: Path, *, force: bool) -> None:
 
 
 def _write_file(source: Path, target: Path, *, force: bool, note: str) -> None:
-    if target.exists() and not force:
+    existed = target.exists()
+    if existed and not force:
         _say(f"kept {target} ({KEEP_HINT})")
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
-    _say(f"wrote {target} ({note})")
+    _say(f"{'replaced' if existed else 'wrote'} {target} ({note})")
 
 
 def _read(path: Path) -> str:
