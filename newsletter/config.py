@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     # Where things are
     database_url: str = "sqlite:///var/newsletter.db"
     articles_source: str = "articles/"
-    templates_dir: Path = Path("templates")
+    # None: the templates built into the package; a folder overrides them file by file.
+    templates_dir: Path | None = None
 
     # The relay
     smtp_host: str = "localhost"

@@ -8,7 +8,8 @@ joins, so premailer (slow) runs once per edition and never per recipient.
 
 Jinja and premailer exceptions are translated here into `RenderError`, naming
 the template file and line, so a broken template stops a preview or a send
-before the first message goes out.
+before the first message goes out. The templates are the package's own unless
+NEWSLETTER_TEMPLATES_DIR names a folder that overrides them (`packaged.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import premailer
 from newsletter.config import Settings
 from newsletter.errors import RenderError
 from newsletter.models import Article, Edition, RenderedEdition
+from newsletter.packaged import builtin_templates, template_loader
 
 HTML_TEMPLATE = "edition.html.j2"
 TEXT_TEMPLATE = "edition.txt.j2"
@@ -101,14 +103,16 @@ def _autoescape(template_name: str | None) -> bool:
     return template_name is not None and template_name.endswith((".html.j2", ".html"))
 
 
-def make_environment(templates_dir: Path) -> jinja2.Environment:
+def make_environment(templates_dir: Path | None) -> jinja2.Environment:
     """The one Jinja environment for edition templates.
 
-    StrictUndefined turns a misspelt field into an error at preview time
-    instead of a blank in 10,000 inboxes; autoescape is on for HTML only.
+    `templates_dir` is the operator's folder (None: the built-in templates);
+    a file it lacks comes from the built-in ones. StrictUndefined turns a
+    misspelt field into an error at preview time instead of a blank in 10,000
+    inboxes; autoescape is on for HTML only.
     """
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir),
+        loader=template_loader(templates_dir),
         autoescape=_autoescape,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -139,7 +143,7 @@ def render_edition(
             where="render_edition",
             hint="leave slot_token unset to get a random one",
         )
-    templates_dir = Path(settings.templates_dir)
+    templates_dir = settings.templates_dir
     env = make_environment(templates_dir)
     context = {"edition": edition, "settings": settings, "slots": slot_markers(token)}
     html = _inline_css(_render(env, HTML_TEMPLATE, context, templates_dir))
@@ -201,17 +205,20 @@ def _article_label(number: int, article: Article) -> str:
 
 
 def _render(
-    env: jinja2.Environment, name: str, context: dict[str, object], templates_dir: Path
+    env: jinja2.Environment, name: str, context: dict[str, object], templates_dir: Path | None
 ) -> str:
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateNotFound as exc:
-        missing = exc.name or name
+        missing = str(exc.name or name)
+        folders = _template_folders(templates_dir)
         raise RenderError(
-            f"template {missing!r} not found in {templates_dir.resolve()}",
-            where=str(templates_dir / str(missing)),
-            hint="set NEWSLETTER_TEMPLATES_DIR to a directory holding edition.html.j2, "
-            "edition.txt.j2 and edition.css, or copy them from the project's templates/",
+            f"template {missing!r} not found in "
+            + " nor in ".join(str(folder.resolve()) for folder in folders),
+            where=str(folders[0] / missing),
+            hint="put it in the folder NEWSLETTER_TEMPLATES_DIR names (a file missing there "
+            "comes from the built-in templates; `newsletter init --templates` writes a copy "
+            "of them), or reinstall the package if the built-in one is missing",
         ) from None
     except jinja2.TemplateSyntaxError as exc:
         where = f"{exc.name or name}:{exc.lineno}"
@@ -237,22 +244,28 @@ def _render(
         ) from None
 
 
-def _template_location(tb: TracebackType | None, templates_dir: Path) -> str | None:
+def _template_folders(templates_dir: Path | None) -> list[Path]:
+    """Where templates are looked up, in order: the operator's folder, then the package's."""
+    return [builtin_templates()] if templates_dir is None else [templates_dir, builtin_templates()]
+
+
+def _template_location(tb: TracebackType | None, templates_dir: Path | None) -> str | None:
     """`name:line` of the innermost traceback frame that is a template file.
 
     Jinja rewrites the traceback of a rendering error so that template frames
     carry the template's file name and line, which is what a person can fix.
+    A file of the operator's folder is named relative to it (`edition.html.j2:12`);
+    a built-in one by its full path, so it is clear which of the two is at fault.
     """
-    root = templates_dir.resolve()
+    operator = templates_dir.resolve() if templates_dir is not None else None
+    builtin = builtin_templates().resolve()
     found: str | None = None
     while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        try:
-            relative = Path(filename).resolve().relative_to(root)
-        except ValueError:
-            relative = None
-        if relative is not None:
-            found = f"{relative.as_posix()}:{tb.tb_lineno}"
+        path = Path(tb.tb_frame.f_code.co_filename).resolve()
+        if operator is not None and path.is_relative_to(operator):
+            found = f"{path.relative_to(operator).as_posix()}:{tb.tb_lineno}"
+        elif path.is_relative_to(builtin):
+            found = f"{path}:{tb.tb_lineno}"
         tb = tb.tb_next
     return found
 

@@ -429,18 +429,17 @@ def test_runtime_error_in_template_names_line(tmp_path: Path) -> None:
     assert "ZeroDivisionError" in caught.value.message
 
 
-def test_missing_template_names_file_and_setting(tmp_path: Path) -> None:
+def test_a_template_found_nowhere_names_file_folders_and_setting(tmp_path: Path) -> None:
+    # a file the operator's folder lacks comes from the built-in templates
+    # (tests/test_templates.py); only one that neither has is an error
     templates = copy_templates(tmp_path)
-    (templates / "edition.txt.j2").unlink()
+    insert_line(templates / "edition.txt.j2", "{{ slots.greeting }}", '{% include "footer.j2" %}')
     with pytest.raises(RenderError) as caught:
         render_edition(golden_edition(), make_settings(templates), slot_token=TOKEN)
     error = caught.value
-    assert "edition.txt.j2" in error.message and str(templates) in error.message
+    assert "'footer.j2' not found" in error.message and str(templates) in error.message
+    assert error.where == str(templates / "footer.j2")
     assert error.hint and "NEWSLETTER_TEMPLATES_DIR" in error.hint
-
-    (templates / "edition.css").unlink()  # the include inside the HTML template
-    with pytest.raises(RenderError, match="'edition.css' not found"):
-        render_edition(golden_edition(), make_settings(templates), slot_token=TOKEN)
 
 
 def test_check_templates_passes_on_the_project_templates() -> None:

@@ -1,8 +1,14 @@
-"""`newsletter demo` (what `make demo` runs): the example list, a capture server, one edition."""
+"""`newsletter demo` (what `make demo` runs): the example list, a capture server, one edition.
+
+Everything it reads ships inside the package (the sample site and the built-in
+templates, `packaged.py`), and it makes its own secret key and ignores any .env,
+so it runs the same from any directory; what it writes goes under --workdir.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +24,7 @@ from newsletter.cli.send import print_summary, send_with_progress
 from newsletter.config import Settings, load_settings
 from newsletter.delivery import SendSummary
 from newsletter.errors import InputError
+from newsletter.packaged import sample_site
 from newsletter.store.engine import open_engine
 
 
@@ -36,12 +43,16 @@ def demo(
         shutil.rmtree(workdir)
     maildir = workdir / "maildir"
     preview_dir = workdir / "preview"
+    sample = sample_site()
+    example_list = sample / "subscribers" / "example.csv"
     controller = start_capture(maildir)
     try:
         settings = load_settings(
+            _env_file=None,  # a site's .env (its relay, its database) is not the demo's
             database_url=f"sqlite:///{workdir / 'newsletter.db'}",
-            articles_source="articles/",
-            templates_dir=Path("templates"),
+            articles_source=str(sample / "articles"),
+            templates_dir=None,
+            secret_key=secrets.token_urlsafe(32),
             smtp_host="127.0.0.1",
             smtp_port=controller.port,
             smtp_security="none",
@@ -49,9 +60,9 @@ def demo(
             concurrency=4,
             rate_limit=0,
         )
-        engine = open_engine(settings.database_url)
-        report = subscriber_ops.import_csv(engine, Path("subscribers/example.csv"))
-        console.print(f"imported {report.added} subscribers from subscribers/example.csv")
+        engine = open_engine(settings.database_url, create=True)
+        report = subscriber_ops.import_csv(engine, example_list)
+        console.print(f"imported {report.added} subscribers from the example list")
         dates = core.source_dates(settings)
         if not dates:
             raise InputError("no article days found", where=settings.articles_source)

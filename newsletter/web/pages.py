@@ -1,25 +1,27 @@
-"""HTML pages people see in a browser, rendered from templates/web/ with autoescape.
+"""HTML pages people see in a browser, rendered from the templates' web/ folder with autoescape.
 
 Kept apart from the email templates: pages may use ordinary CSS and forms,
-emails may not.
+emails may not. The pages are the package's own; a web/ folder inside
+NEWSLETTER_TEMPLATES_DIR overrides them file by file (`packaged.py`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, StrictUndefined, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from newsletter.config import Settings
+from newsletter.packaged import template_loader
 
 
 class Pages:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.env = Environment(
-            loader=FileSystemLoader(str(settings.templates_dir / "web")),
+            loader=template_loader(settings.templates_dir, "web"),
             autoescape=select_autoescape(["html"]),
             undefined=StrictUndefined,
             trim_blocks=True,
