@@ -63,5 +63,5 @@ def main() -> None:
     try:
         app()
     except NewsletterError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line
         sys.exit(1)

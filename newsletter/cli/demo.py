@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import shutil
 from pathlib import Path
 from typing import Annotated
@@ -48,6 +49,7 @@ def demo(
             smtp_username="",
             concurrency=4,
             rate_limit=0,
+            secret_key=secrets.token_urlsafe(32),  # the demo's own: nothing it signs outlives it
         )
         engine = open_engine(settings.database_url)
         report = subscriber_ops.import_csv(engine, Path("subscribers/example.csv"))

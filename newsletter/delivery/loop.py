@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from newsletter.compose import compose_message, delivery_message_id
-from newsletter.config import Settings
+from newsletter.config import Settings, require_secret_key
 from newsletter.delivery.protocols import Ledger, Mailer, MailerFactory
 from newsletter.delivery.recorder import GroupCommit
 from newsletter.delivery.retry import (
@@ -139,7 +139,7 @@ class SendLoop:
         self.clock = clock
         self.drain_seconds = drain_seconds
         self.cleanup_seconds = cleanup_seconds
-        self.signer = Signer(settings.secret_key.get_secret_value())
+        self.signer = Signer(require_secret_key(settings))
         self.limiter = RateLimiter(settings.rate_limit, clock)
         self.relay = RelayWatch(settings, clock)
         self.store = StoreWatch(settings.store_retry_window, clock=clock)
