@@ -39,7 +39,9 @@ from newsletter.config import (
     SmtpSecurity,
     check_settings,
     is_loopback_host,
+    is_test_host,
     is_trial,
+    url_host,
 )
 from newsletter.delivery.probe import RelayReport, probe_relay
 from newsletter.errors import NewsletterError
@@ -342,6 +344,15 @@ def _offers(report: RelayReport) -> str:
 def check_site(settings: Settings) -> list[Finding]:
     """BASE_URL's /healthz and a public page, as a subscriber's browser reaches them."""
     base = settings.base_url
+    host = url_host(base)
+    if is_test_host(host) and not is_loopback_host(host):
+        return [
+            Finding(
+                Severity.INFO,
+                "site",
+                f"not checked: {host} is a name reserved for examples, no site answers there",
+            )
+        ]
     with httpx.Client(timeout=SITE_TIMEOUT, follow_redirects=True) as client:
         health = _get(client, f"{base}/healthz")
         if isinstance(health, Finding):

@@ -273,6 +273,13 @@ def test_a_served_site_answers_health_and_a_public_page(settings, engine, monkey
     ]
 
 
+def test_a_reserved_base_url_is_not_asked(settings):
+    assert lines(only(settings, "site")) == [
+        (Severity.INFO, "site: not checked: news.example.org is a name reserved for examples, "
+         "no site answers there"),
+    ]  # fmt: skip
+
+
 def test_no_site_is_a_warning_naming_newsletter_serve(settings):
     base = f"http://127.0.0.1:{free_port()}"
     [found] = only(settings.model_copy(update={"base_url": base}), "site")
