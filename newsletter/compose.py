@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from newsletter.config import Settings
+from newsletter.config import Settings, require_secret_key
 from newsletter.message import assemble_message
 from newsletter.models import Recipient, RenderedEdition
 from newsletter.personalize import Slots, personalize_encoded
@@ -31,7 +31,7 @@ def compose_message(
     stamped with `date`, so given all three (and a fixed slot token) the bytes are stable:
     the golden .eml tests rely on it.
     """
-    signer = signer or Signer(settings.secret_key.get_secret_value())
+    signer = signer or Signer(require_secret_key(settings))
     https_url, mailto_url = unsubscribe_links(
         signer,
         base_url=settings.base_url,

@@ -8,7 +8,9 @@ rather than a pydantic traceback.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from newsletter.errors import ConfigError
 
 ENV_PREFIX = "NEWSLETTER_"
+
+#: The shipped postal address: a placeholder no real newsletter may send with.
+PLACEHOLDER_POSTAL_ADDRESS = "The Daily Brief, 1 Example Street, Springfield"
 
 
 class SmtpSecurity(StrEnum):
@@ -69,11 +74,13 @@ class Settings(BaseSettings):
     from_address: str = "newsletter@example.com"
     from_name: str = "The Daily Brief"
     name: str = "The Daily Brief"
-    postal_address: str = "The Daily Brief, 1 Example Street, Springfield"
+    postal_address: str = PLACEHOLDER_POSTAL_ADDRESS
     language: str = "en"
     subject_template: str = "{name} — {date:%A %-d %B %Y}: {lead}"
     base_url: str = "http://127.0.0.1:8000"
-    secret_key: SecretStr = SecretStr("change-me-to-a-long-random-string")
+    # No default: a built-in secret would be public, and anyone could sign an editor session
+    # or an unsubscribe link with it. `require_secret_key` refuses a missing or weak one.
+    secret_key: SecretStr | None = None
     unsubscribe_mailto: str = ""  # default: unsubscribe@<domain of FROM_ADDRESS>
     editor_password: SecretStr = SecretStr("")  # empty: the editor pages refuse every login
     signup_expiry_hours: int = Field(48, ge=1)  # unconfirmed sign-ups are forgotten after this
@@ -188,3 +195,174 @@ def _config_error(exc: ValidationError) -> ConfigError:
     given = error.get("input")
     shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
     return ConfigError(f"{message}{shown}", where=key, hint="fix it in .env or the environment")
+
+
+# --- the secret, and the placeholders no real send may carry -------------------------------
+#
+# Checked where they matter, not when settings load: `newsletter articles` or `preview` need
+# no secret and may run on the shipped placeholders. `serve`, `send`, `run` and `inbound`
+# refuse to start without a usable secret (`require_secret_key`); every send and
+# `newsletter doctor` apply `check_settings`, the one rule for placeholders and https.
+
+#: Secrets that were ever shipped as examples: public, so never accepted, however long.
+PLACEHOLDER_SECRETS = frozenset({"change-me-to-a-long-random-string"})
+#: `newsletter init` writes 43 random characters (`secrets.token_urlsafe(32)`).
+MIN_SECRET_LENGTH = 32
+#: Fewer distinct characters than this is a typed pattern ("aaaa…", "0123…0123"), not random.
+MIN_SECRET_DISTINCT = 10
+
+#: Names reserved for documentation and testing (RFC 2606, RFC 6761): no mail is ever
+#: delivered to or accepted from them, and no one outside can reach a link to them.
+RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+RESERVED_TOP_LEVEL = ("example", "test", "invalid", "localhost")
+
+_SECRET_FIX = "run `newsletter init`, which writes a fresh one to .env"
+
+
+class Severity(StrEnum):
+    OK = "ok"  # a check passed (doctor's lines)
+    INFO = "info"  # worth knowing, nothing to fix
+    WARNING = "warning"  # works, but should be fixed before it matters
+    ERROR = "error"  # a real send is refused until it is fixed
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One result of a check: how bad, what it is about (a setting or a check), and the fix."""
+
+    severity: Severity
+    subject: str  # NEWSLETTER_FROM_ADDRESS, or a check's name: relay, database, site
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.message}" + (f" ({self.fix})" if self.fix else "")
+
+
+def secret_key_problem(secret: SecretStr | None) -> str | None:
+    """Why SECRET_KEY cannot sign anything, or None when it can."""
+    if secret is None or not secret.get_secret_value():
+        return "is not set"
+    value = secret.get_secret_value()
+    if value in PLACEHOLDER_SECRETS:
+        return "is the placeholder from .env.example, which anyone can read"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"is {len(value)} characters long; it must be at least {MIN_SECRET_LENGTH}"
+    if len(set(value)) < MIN_SECRET_DISTINCT:
+        return f"has only {len(set(value))} different characters; it must be random"
+    return None
+
+
+def require_secret_key(settings: Settings) -> str:
+    """SECRET_KEY for signing, or ConfigError naming the key and `newsletter init`.
+
+    Everything that signs or checks a token (editor sessions, unsubscribe and
+    confirmation links) gets its key here, so a weak key can sign nothing.
+    """
+    problem = secret_key_problem(settings.secret_key)
+    if problem is not None:
+        raise ConfigError(problem, where=f"{ENV_PREFIX}SECRET_KEY", hint=_SECRET_FIX)
+    assert settings.secret_key is not None
+    return settings.secret_key.get_secret_value()
+
+
+def is_loopback_host(host: str) -> bool:
+    """This machine: `localhost` (and `*.localhost`) or a loopback address, by name only."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def is_test_host(host: str) -> bool:
+    """A loopback host or a name reserved for testing (RFC 2606, RFC 6761)."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if is_loopback_host(name):
+        return True
+    return any(name == d or name.endswith("." + d) for d in RESERVED_DOMAINS) or any(
+        name == t or name.endswith("." + t) for t in RESERVED_TOP_LEVEL
+    )
+
+
+def url_host(url: str) -> str:
+    """The host of an http(s) URL ("[::1]" as "::1"), without port or credentials."""
+    authority = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    if authority.startswith("["):
+        return authority[1:].split("]", 1)[0]
+    return authority.split(":", 1)[0]
+
+
+def is_trial(settings: Settings) -> bool:
+    """Whether a send stays a trial: the relay on this machine and every name a test one.
+
+    A trial is the demo, the tests, a local preview against `newsletter capture`:
+    the relay is loopback, and BASE_URL and the sender are loopback or reserved
+    names, so nobody outside could receive the mail or follow its links. Anything
+    else is a send in earnest, and there every placeholder is an error.
+    """
+    return (
+        is_loopback_host(settings.smtp_host)
+        and is_test_host(url_host(settings.base_url))
+        and is_test_host(settings.sender_domain)
+    )
+
+
+def check_settings(settings: Settings) -> tuple[Finding, ...]:
+    """The one rule for what a send may go out with: the secret, placeholders, https.
+
+    A weak or missing secret is always an error. The placeholders (a sender in a
+    reserved domain, the shipped postal address, a BASE_URL nobody outside can
+    reach or one without https) are errors in earnest and warnings in a trial
+    (`is_trial`). `prepare_send` refuses on any error; `newsletter doctor` lists
+    them all; dry runs and test sends only warn.
+    """
+    findings: list[Finding] = []
+    secret = secret_key_problem(settings.secret_key)
+    if secret is not None:
+        findings.append(Finding(Severity.ERROR, f"{ENV_PREFIX}SECRET_KEY", secret, _SECRET_FIX))
+    level = Severity.WARNING if is_trial(settings) else Severity.ERROR
+
+    def placeholder(key: str, message: str, fix: str) -> None:
+        findings.append(Finding(level, ENV_PREFIX + key, message, fix))
+
+    if is_test_host(settings.sender_domain):
+        placeholder(
+            "FROM_ADDRESS",
+            f"{settings.from_address} is in a domain reserved for examples "
+            f"({settings.sender_domain}): mail from it is rejected or lost",
+            "set it to an address at your own domain",
+        )
+    if settings.unsubscribe_mailto and is_test_host(settings.unsubscribe_address.rsplit("@")[-1]):
+        placeholder(
+            "UNSUBSCRIBE_MAILTO",
+            f"{settings.unsubscribe_address} is in a domain reserved for examples: "
+            "mailto: unsubscribes would never arrive",
+            "set it to an address that delivers to `newsletter inbound`, or leave it empty",
+        )
+    if settings.postal_address == PLACEHOLDER_POSTAL_ADDRESS:
+        placeholder(
+            "POSTAL_ADDRESS",
+            "is the shipped placeholder; the law (CAN-SPAM, CASL) asks for your real "
+            "postal address in every email",
+            "set it to your postal address",
+        )
+    host = url_host(settings.base_url)
+    if is_test_host(host):
+        placeholder(
+            "BASE_URL",
+            f"{settings.base_url} cannot be reached by recipients ({host} is "
+            f"{'this machine' if is_loopback_host(host) else 'a reserved name'}): the "
+            "unsubscribe and view-online links in every email would not work",
+            "set it to the public URL `newsletter serve` is reached at",
+        )
+    if settings.base_url.startswith("http://"):
+        placeholder(
+            "BASE_URL",
+            f"{settings.base_url} is not https: one-click unsubscribe (RFC 8058) needs an "
+            "https link, and mail providers ignore an http one",
+            "serve the site over https behind a proxy and set BASE_URL to https://…",
+        )
+    return tuple(findings)

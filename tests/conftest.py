@@ -189,7 +189,7 @@ def settings(tmp_path, smtp_server, articles_dir, monkeypatch, new_database_url)
         from_name="The Daily Brief",
         name="The Daily Brief",
         base_url="https://news.example.org",
-        secret_key="test-secret-key-0123456789",
+        secret_key="test-secret-key-0123456789-abcdefghijklmnop",
         timezone="Europe/Paris",
         concurrency=3,
         retry_delay=0.05,
@@ -238,7 +238,7 @@ def cli_env(tmp_path, smtp_server, articles_dir, new_database_url) -> Cli:
         NEWSLETTER_SMTP_PORT=str(smtp_server.port),
         NEWSLETTER_FROM_ADDRESS="news@daily.example.org",
         NEWSLETTER_BASE_URL="https://news.example.org",
-        NEWSLETTER_SECRET_KEY="cli-test-secret",
+        NEWSLETTER_SECRET_KEY="cli-test-secret-0123456789-abcdefghijklmnop",
         COLUMNS="200",
     )
     return env

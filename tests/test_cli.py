@@ -161,7 +161,7 @@ def test_inbound_unsubscribes_from_a_mailto_message_on_stdin(cli_env):
     from newsletter.tokens import Purpose, Signer
 
     newsletter(cli_env, "subscribers", "add", "ann@example.com")
-    token = Signer("cli-test-secret").sign(Purpose.UNSUBSCRIBE, "ann@example.com")
+    token = Signer(cli_env["NEWSLETTER_SECRET_KEY"]).sign(Purpose.UNSUBSCRIBE, "ann@example.com")
     message = (
         f"From: Ann <ann@example.com>\r\nTo: unsubscribe@daily.example.org\r\n"
         f"Subject: unsubscribe {token}\r\n\r\nplease\r\n"

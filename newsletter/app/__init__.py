@@ -64,6 +64,7 @@ from newsletter.app.overview import (
 )
 from newsletter.app.preview import SAMPLE_RECIPIENT, Preview, message_parts, preview, send_test
 from newsletter.app.publish import (
+    check_sending,
     deliver,
     prepare_send,
     publish,
@@ -104,6 +105,7 @@ __all__ = [
     "TestSent",
     "Unchanged",
     "active_subscribers",
+    "check_sending",
     "dashboard",
     "day_articles",
     "deliver",

@@ -1,6 +1,6 @@
 """Publishing a date: build if needed → may it go out? → queue → send → record.
 
-    publish(date) = prepare_send(date)          build or reuse; held? sent? queue
+    publish(date) = prepare_send(date)          policy; build or reuse; held? sent? queue
                   + deliver(ready)              the send loop, one process or N
 
 `newsletter send`, the scheduler's daily job and the editor's "send now" all
@@ -33,8 +33,9 @@ from newsletter.app.outcomes import (
     Stopped,
 )
 from newsletter.app.workers import Helpers
-from newsletter.config import Settings
+from newsletter.config import Finding, Settings, Severity, check_settings
 from newsletter.delivery import ProgressCallback, SendSummary, run_send
+from newsletter.errors import ConfigError
 from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import editions as edition_store
@@ -69,8 +70,32 @@ def start_send(engine: Engine, stored: StoredEdition, *, built_now: bool = False
     return Ready(current, queued_now=queued_now, to_send=left, built_now=built_now)
 
 
+def check_sending(settings: Settings) -> tuple[Finding, ...]:
+    """The sending policy: ConfigError on the first error of `check_settings`, else its warnings.
+
+    Every send to subscribers passes here (`prepare_send`), so the CLI, the
+    scheduler's job and the editor's "send now" refuse the same placeholders;
+    `newsletter doctor` lists every finding of the same rule. Dry runs and test
+    sends do not come here: they may only warn.
+    """
+    findings = check_settings(settings)
+    errors = [finding for finding in findings if finding.severity is Severity.ERROR]
+    if errors:
+        first = errors[0]
+        more = f"; {len(errors) - 1} more: `newsletter doctor` lists them" if errors[1:] else ""
+        raise ConfigError(
+            f"{first.message}; not sending", where=first.subject, hint=first.fix + more
+        )
+    return findings
+
+
 def prepare_send(engine: Engine, settings: Settings, date: dt.date) -> NoArticles | SendStart:
-    """The date's edition built (or reused) and, unless held or done, queued to go out."""
+    """The date's edition built (or reused) and, unless held or done, queued to go out.
+
+    ConfigError, before anything is built or queued, when the sending policy refuses
+    the settings (`check_sending`).
+    """
+    check_sending(settings)
     prepared = prepare_edition(engine, settings, date)
     if isinstance(prepared, NoArticles):
         return prepared

@@ -6,6 +6,7 @@
     editions.py     articles, preview, status, retry
     send.py         send (dry run, rebuild, test send, --workers N, progress)
     service.py      run (the scheduler), serve, capture, inbound, hash-password
+    doctor.py       doctor (the pre-flight checks before the first real send)
     demo.py         demo (what `make demo` runs)
 
 Every command is registered below, in one list. The decisions are the
@@ -22,7 +23,7 @@ import sys
 
 import typer
 
-from newsletter.cli import demo, editions, send, service, setup, subscribers
+from newsletter.cli import demo, doctor, editions, send, service, setup, subscribers
 from newsletter.cli.context import err
 from newsletter.errors import NewsletterError
 
@@ -55,6 +56,7 @@ app.command()(service.serve)
 app.command("hash-password")(service.hash_password)
 app.command()(service.inbound)
 app.command()(service.capture)
+app.command()(doctor.doctor)
 app.command()(demo.demo)
 
 
@@ -63,5 +65,5 @@ def main() -> None:
     try:
         app()
     except NewsletterError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line
         sys.exit(1)

@@ -52,13 +52,13 @@ def demo(
             database_url=f"sqlite:///{workdir / 'newsletter.db'}",
             articles_source=str(sample / "articles"),
             templates_dir=None,
-            secret_key=secrets.token_urlsafe(32),
             smtp_host="127.0.0.1",
             smtp_port=controller.port,
             smtp_security="none",
             smtp_username="",
             concurrency=4,
             rate_limit=0,
+            secret_key=secrets.token_urlsafe(32),  # the demo's own: nothing it signs outlives it
         )
         engine = open_engine(settings.database_url, create=True)
         report = subscriber_ops.import_csv(engine, example_list)

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from newsletter import app as core
 from newsletter.cli.context import DateOption, console, engine_of, err, parse_date, settings_of
-from newsletter.config import Settings
+from newsletter.config import Finding, Settings, Severity, check_settings, require_secret_key
 from newsletter.delivery import SendSummary
 from newsletter.errors import InputError
 
@@ -57,16 +57,22 @@ def send(
     Example: newsletter send --date 2026-11-25 --dry-run
     """
     settings = settings_of(ctx)
+    require_secret_key(settings)
     day_date = parse_date(date, settings)
     engine = engine_of(settings)
     if dry_run:
+        print_warnings(check_settings(settings))  # a dry run only warns
         _show_plan(core.plan(engine, settings, day_date), day_date)
         return
     if rebuild:
         _check_rebuild(core.rebuild(engine, settings, day_date), day_date)
     if to is not None:
+        print_warnings(check_settings(settings))  # a test send only warns
         _test_send(engine, settings, day_date, to)
         return
+    warnings = core.check_sending(settings)  # refuses placeholders in earnest
+    if not worker:
+        print_warnings(warnings)
     start = core.prepare_send(engine, settings, day_date)
     if worker:  # one of `--workers N`: the parent shows progress and the summary
         if isinstance(start, core.Ready):
@@ -88,6 +94,15 @@ def send(
             _report(send_with_progress(engine, settings, start, workers=workers), day_date)
         case _:
             assert_never(start)
+
+
+def print_warnings(findings: tuple[Finding, ...]) -> None:
+    """The sending policy's findings, one line each; an error is one a real send refuses."""
+    for finding in findings:
+        refused = ""
+        if finding.severity is Severity.ERROR:
+            refused = " (a send to subscribers refuses this)"
+        err.print(f"[yellow]warning:[/] {finding}{refused}", highlight=False, soft_wrap=True)
 
 
 def _show_plan(outcome: core.Planned | core.NoArticles, day_date: dt.date) -> None:

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from newsletter.cli.context import console, engine_of, settings_of
+from newsletter.config import require_secret_key
 
 
 def run(ctx: typer.Context) -> None:
@@ -19,8 +20,12 @@ def run(ctx: typer.Context) -> None:
     Example: NEWSLETTER_SEND_TIME=06:30 NEWSLETTER_TIMEZONE=Europe/Paris newsletter run
     """
     from newsletter import scheduler
+    from newsletter.app import check_sending
+    from newsletter.cli.send import print_warnings
 
     settings = settings_of(ctx)
+    require_secret_key(settings)
+    print_warnings(check_sending(settings))  # refuses placeholders in earnest, before starting
     engine_of(settings)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, scheduler.stop_on_signal)
@@ -49,6 +54,7 @@ def serve(
     from newsletter.web import create_app
 
     settings = settings_of(ctx)
+    require_secret_key(settings)
     console.print(f"serving on http://{host}:{port} (editor: http://{host}:{port}/editor)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
@@ -85,7 +91,7 @@ def inbound(
 
     settings = settings_of(ctx)
     engine = engine_of(settings)
-    signer = Signer(settings.secret_key.get_secret_value())
+    signer = Signer(require_secret_key(settings))
     if maildir is None:
         results = [process_stream(engine, signer)]
     else:

@@ -2,6 +2,8 @@
 
 session.py     the SMTP connection (connect, TLS, login, reply classification);
                the only aiosmtplib user; `send_one` for single messages
+probe.py       what the relay offers and whether TLS and login work (`newsletter doctor`);
+               with session.py, the only aiosmtplib users
 pipelining.py  ESMTP PIPELINING for the message loop, after aiosmtplib's handshake
 retry.py       backoff, the relay and store watches, the rate limit; all take a clock
 protocols.py   the Ledger and MailerFactory the loop receives

@@ -1,9 +1,10 @@
 """Talking to the SMTP relay: the one place a connection is made, and what replies mean.
 
-This is the only module that imports aiosmtplib; its exceptions are translated
-here into a `SendResult` (for one message) or a `DeliveryError` (for the
-session as a whole: wrong credentials, a relay that refuses us, our sender
-address refused), so nothing else sees a library exception.
+This is the only module that sends with aiosmtplib (probe.py only asks the relay
+what it offers); its exceptions are translated here into a `SendResult` (for one
+message) or a `DeliveryError` (for the session as a whole: wrong credentials, a
+relay that refuses us, our sender address refused), so nothing else sees a
+library exception.
 
     SmtpConnection   one reused session (the send loop's mailer; one per worker)
     SmtpMailers      the mailer factory the send loop receives: new connections, a relay check
@@ -93,7 +94,7 @@ class SmtpConnection:
             timeout=s.smtp_timeout,
             use_tls=s.smtp_security == SmtpSecurity.TLS,
             start_tls=True if s.smtp_security == SmtpSecurity.STARTTLS else False,
-            tls_context=_tls_context(s) if s.smtp_security != SmtpSecurity.NONE else None,
+            tls_context=tls_context(s) if s.smtp_security != SmtpSecurity.NONE else None,
             local_hostname=s.sender_domain,
         )
         try:
@@ -127,7 +128,7 @@ class SmtpConnection:
             ) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             await _close(client)
-            if _is_certificate_error(exc):
+            if is_certificate_error(exc):
                 raise DeliveryError(
                     f"the relay's TLS certificate is not trusted: {exc}",
                     where=self.where,
@@ -288,7 +289,7 @@ def reply_text(reply: str) -> str:
     return format_reply(250, reply)
 
 
-def _tls_context(settings: Settings) -> ssl.SSLContext:
+def tls_context(settings: Settings) -> ssl.SSLContext:
     """Certificates are always verified; a private relay's CA can be named in SMTP_CA_FILE."""
     cafile = settings.smtp_ca_file
     if cafile is not None and not cafile.is_file():
@@ -310,7 +311,7 @@ async def _close(client: aiosmtplib.SMTP, *, polite: bool = False) -> None:
         client.close()
 
 
-def _is_certificate_error(exc: BaseException) -> bool:
+def is_certificate_error(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 
-from newsletter.config import Settings
+from newsletter.config import Settings, require_secret_key
 from newsletter.store.engine import open_engine
 from newsletter.tokens import Signer
 from newsletter.web import editor, public
@@ -35,13 +35,14 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> Starlette:
+    secret = require_secret_key(settings)  # signs sessions, CSRF and links: never a weak one
     app = Starlette(
         routes=[*public.ROUTES, *editor.ROUTES],
         lifespan=_lifespan,
         middleware=[
             Middleware(
                 SessionMiddleware,
-                secret_key=settings.secret_key.get_secret_value(),
+                secret_key=secret,
                 session_cookie="newsletter_session",
                 max_age=12 * 3600,
                 same_site="strict",
@@ -51,6 +52,6 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     app.state.engine = open_engine(settings.database_url)
-    app.state.signer = Signer(settings.secret_key.get_secret_value())
+    app.state.signer = Signer(secret)
     app.state.pages = Pages(settings)
     return app
