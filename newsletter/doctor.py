@@ -138,7 +138,7 @@ def check_email_templates(settings: Settings) -> list[Finding]:
         Finding(
             Severity.OK,
             "email templates",
-            f"a sample edition renders (html and text) from {settings.templates_dir}",
+            f"a sample edition renders (html and text) from {_templates_shown(settings)}",
         )
     ]
 
@@ -167,11 +167,18 @@ def check_web_pages(settings: Settings) -> list[Finding]:
             Severity.ERROR,
             f"web page {path}",
             problem,
-            f"fix the web templates in {settings.templates_dir / 'web'} "
+            f"fix the web templates in {_templates_shown(settings, 'web')} "
             "(or NEWSLETTER_TEMPLATES_DIR)",
         )
         for path, problem in broken
     ]
+
+
+def _templates_shown(settings: Settings, folder: str = "") -> str:
+    """The operator's template folder, or "the built-in templates" when there is none."""
+    if settings.templates_dir is None:
+        return "the built-in templates"
+    return str(settings.templates_dir / folder) if folder else str(settings.templates_dir)
 
 
 async def _render_pages(settings: Settings) -> list[tuple[str, str]]:

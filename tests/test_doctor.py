@@ -84,11 +84,11 @@ def test_a_broken_email_template_is_an_error_with_file_and_line(settings, templa
     assert found.subject.startswith("edition.txt.j2:") and "no_such_field" in found.message
 
 
-def test_a_missing_web_template_names_the_page(settings, templates):
-    (templates / "web" / "subscribe.html").unlink()
+def test_a_broken_web_template_names_the_page(settings, templates):
+    (templates / "web" / "subscribe.html").write_text('{% extends "no-such-base.html" %}')
     found = only(settings.model_copy(update={"templates_dir": templates}), "web pages")
     assert [f.subject for f in found] == ["web page /subscribe"]
-    assert "TemplateNotFound" in found[0].message and "subscribe.html" in found[0].message
+    assert "TemplateNotFound" in found[0].message and "no-such-base.html" in found[0].message
     assert "web" in found[0].fix
 
 

@@ -28,7 +28,7 @@ def make_settings(tmp_path: Path, **values: object) -> Settings:
     values = {
         "database_url": f"sqlite:///{tmp_path / 'site.db'}",
         "base_url": "https://news.example.org",
-        "secret_key": "templates-test-secret",
+        "secret_key": "templates-test-secret-0123456789abcdef",
         **values,
     }
     return Settings(_env_file=None, **values)
