@@ -19,7 +19,11 @@ from pathlib import Path
 import pytest
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-UNITS = ["newsletter-serve.service", "newsletter-run.service"]
+COMMANDS = {
+    "newsletter-serve.service": "serve --host 127.0.0.1 --port 8000",  # behind deploy/nginx.conf
+    "newsletter-run.service": "run",
+}
+UNITS = sorted(COMMANDS)
 INSTALLED = "/opt/newsletter/venv/bin/newsletter"
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
@@ -54,10 +58,7 @@ def settings_of(name: str) -> dict[str, list[str]]:
 @pytest.mark.parametrize("name", UNITS)
 def test_each_unit_runs_its_command_sandboxed(name):
     unit = settings_of(name)
-    command = "serve" if "serve" in name else "run"
-    assert unit["ExecStart"] == [
-        f"{INSTALLED} {command}" + (" --host 127.0.0.1 --port 8000" if command == "serve" else "")
-    ]
+    assert unit["ExecStart"] == [f"{INSTALLED} {COMMANDS[name]}"]
     assert unit["DynamicUser"] == ["yes"] and unit["User"] == ["newsletter"]
     assert unit["StateDirectory"] == ["newsletter"]
     assert unit["WorkingDirectory"] == ["/var/lib/newsletter"]
@@ -73,16 +74,14 @@ def test_each_unit_runs_its_command_sandboxed(name):
         assert unit[key] == [value], key
 
 
+def analyze(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([ANALYZE, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
 @needs_analyze
 @pytest.mark.parametrize("name", UNITS)
 def test_systemd_analyze_verify_finds_nothing_to_say(name, tmp_path):
-    result = subprocess.run(
-        [ANALYZE, "verify", "--man=no", str(local_copy(name, tmp_path))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = analyze("verify", "--man=no", str(local_copy(name, tmp_path)))
     assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
 
 
@@ -91,22 +90,14 @@ def test_a_misspelt_key_is_what_verify_warns_about(tmp_path):
     """The check above can fail: systemd-analyze names a unit's mistakes (and still exits 0)."""
     unit = local_copy("newsletter-serve.service", tmp_path)
     unit.write_text(unit.read_text().replace("ProtectSystem=", "ProtectSytem="))
-    result = subprocess.run(
-        [ANALYZE, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
-    )
+    result = analyze("verify", "--man=no", str(unit))
     assert "Unknown key 'ProtectSytem'" in result.stderr
 
 
 @needs_analyze
 @pytest.mark.parametrize("name", UNITS)
 def test_systemd_rates_the_sandbox_ok(name, tmp_path):
-    result = subprocess.run(
-        [ANALYZE, "security", "--offline=yes", str(local_copy(name, tmp_path))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = analyze("security", "--offline=yes", str(local_copy(name, tmp_path)))
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", result.stdout)
     assert found, result.stdout + result.stderr
     exposure, verdict = float(found.group(1)), found.group(2)
