@@ -2,20 +2,26 @@
 
 Editors point the newsletter at it to see exactly what subscribers would get
 (open the Maildir with any mail client, or the .eml files with a browser);
-the demo sends through it. It listens on loopback only.
+the demo sends through it. It listens on loopback only, on a socket bound
+before the server starts (`newsletter.listen`): a busy port is one clear error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import mailbox
 import socket
 import threading
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from newsletter.listen import listen
 
 
 @dataclass
@@ -51,11 +57,29 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+class _BoundController(Controller):
+    """aiosmtpd's threaded controller, serving a socket that is already bound and listening."""
+
+    def __init__(self, handler: MaildirHandler, sock: socket.socket, **kwargs: Any) -> None:
+        host, port = sock.getsockname()[:2]
+        super().__init__(handler, hostname=host, port=port, **kwargs)
+        self._sock = sock
+
+    def _create_server(self) -> Awaitable[asyncio.AbstractServer]:  # aiosmtpd's hook
+        return self.loop.create_server(self._factory_invoker, sock=self._sock)
+
+
 def start_capture(maildir: Path, *, host: str = "127.0.0.1", port: int = 0) -> Controller:
-    """Start the server in a background thread (port 0: pick a free one; see `.port`)."""
+    """Start the server in a background thread (port 0: any free one; see `.port`).
+
+    A port that is taken raises LockedError before anything starts.
+    """
+    sock = listen(host, port)
     handler = MaildirHandler(maildir)
-    controller = Controller(
-        handler, hostname=host, port=port or free_port(host), ready_timeout=10, enable_SMTPUTF8=True
-    )
-    controller.start()
+    controller = _BoundController(handler, sock, ready_timeout=10, enable_SMTPUTF8=True)
+    try:
+        controller.start()
+    except BaseException:
+        sock.close()
+        raise
     return controller

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.TEXT
     max_articles: int = Field(20, ge=1)
 
+    # Behind a reverse proxy: the addresses or networks (comma-separated) whose
+    # X-Forwarded-For and X-Forwarded-Proto are believed; empty: nobody's are.
+    trusted_proxies: str = ""
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _log_level(cls, value: object) -> object:
@@ -138,6 +142,19 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL, e.g. https://news.example.com")
         return value.rstrip("/")
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        for item in _split(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network; list them comma-separated, "
+                    "e.g. 127.0.0.1 or 10.0.0.0/8,::1"
+                ) from None
+        return value
+
     @field_validator("subject_template")
     @classmethod
     def _subject_template(cls, value: str) -> str:
@@ -170,6 +187,12 @@ class Settings(BaseSettings):
         return f"{slug}.{self.sender_domain}"
 
     @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """TRUSTED_PROXIES parsed: a bare address is a network of one."""
+        items = _split(self.trusted_proxies)
+        return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+
+    @property
     def send_clock(self) -> tuple[int, int, int]:
         """SEND_TIME as (hour, minute, second); seconds are optional in the setting."""
         hour, minute, second = (self.send_time + ":00").split(":")[:3]
@@ -178,6 +201,10 @@ class Settings(BaseSettings):
     def today(self) -> dt.date:
         """Today in the newsletter's time zone, the default date of every command."""
         return dt.datetime.now(self.zone).date()
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def load_settings(**overrides: Any) -> Settings:

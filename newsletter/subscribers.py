@@ -212,7 +212,7 @@ def remove_subscriber(engine: Engine, email: str, *, delete: bool = False) -> bo
     if store.get_subscriber(engine, email) is None:
         raise InputError(
             f"{email.strip()} is not on the list",
-            hint="find it with `newsletter subscribers search PART`",
+            hint="check the spelling; `newsletter subscribers list` shows who is on it",
         )
     if delete:
         erased = store.delete_subscriber(engine, email)

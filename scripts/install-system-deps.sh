@@ -5,6 +5,8 @@
 #   chromium      headless browser for the pages people use
 #   postgresql-15 server binaries for the multi-worker tests (a throwaway cluster
 #                 per test session; the packaged service is never started)
+#   nginx         the reverse proxy the deploy/ config is for, run by a test on
+#                 loopback in front of `newsletter serve`; the service is never started
 # Idempotent; needs root (or sudo). Without them the tests that need them skip
 # and say why.
 set -euo pipefail
@@ -14,6 +16,7 @@ command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
 [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -26,7 +29,7 @@ else
 fi
 
 echo "installing system packages: ${need[*]}" >&2
-# Postfix must be installed but not started: tell invoke-rc.d to start nothing.
+# Postfix and nginx must be installed but not started: tell invoke-rc.d to start nothing.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
   "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine
 
@@ -18,19 +19,28 @@ from newsletter.models import DeliveryStatus
 
 
 def articles(ctx: typer.Context, date: DateOption = None) -> None:
-    """List the day's articles, and the files that could not be read and why.
+    """List the day's articles with their whole links, and the files that could not be read.
+
+    Each article is its headline and source, then its link on a line of its own,
+    never cut or wrapped by the terminal's width, so it can be copied or clicked.
 
     Example: newsletter articles --date 2026-11-25
     """
     settings = settings_of(ctx)
     day_date = parse_date(date, settings)
     day = core.day_articles(settings, day_date)
-    table = Table("#", "headline", "source", "link", title=f"articles for {day_date}")
+    if day.articles:
+        console.print(f"articles for {day_date}: {len(day.articles)}", highlight=False)
     for i, article in enumerate(day.articles, 1):
-        table.add_row(str(i), article.headline, article.source or "—", article.url or "—")
-    console.print(table)
+        source = f"  [dim]({escape(article.source)})[/]" if article.source else ""
+        console.print(
+            f"{i:>2}. {escape(article.headline)}{source}", soft_wrap=True, highlight=False
+        )
+        console.print(
+            f"    {article.url or '(no link)'}", soft_wrap=True, highlight=False, markup=False
+        )
     for item in day.skipped:
-        err.print(f"[yellow]skipped {item.origin}:[/] {item.reason}")
+        err.print(f"[yellow]skipped {escape(str(item.origin))}:[/] {escape(item.reason)}")
     if not day.articles:
         console.print(f"no articles for {day_date} in {settings.articles_source}")
 

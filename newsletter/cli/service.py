@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -43,20 +44,34 @@ def run(ctx: typer.Context) -> None:
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option(help="Port to listen on (0: any free one).", min=0, max=65535)
+    ] = 8000,
 ) -> None:
     """Serve the web side: unsubscribe, sign-up, archive, and the editor at /editor.
+
+    Behind a reverse proxy (deploy/nginx.conf), set NEWSLETTER_TRUSTED_PROXIES to
+    its address so the client's address and https come from its headers.
 
     Example: newsletter serve --port 8000   (then open http://127.0.0.1:8000/editor)
     """
     import uvicorn
 
+    from newsletter.listen import listen
     from newsletter.web import create_app
 
     settings = settings_of(ctx)
     require_secret_key(settings)
-    console.print(f"serving on http://{host}:{port} (editor: http://{host}:{port}/editor)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    app = create_app(settings)
+    sock = listen(host, port)  # a busy port stops here, with one line
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{bound}"
+    console.print(f"serving on {url} (editor: {url}/editor)", soft_wrap=True, highlight=False)
+    sys.stdout.flush()  # under systemd or a pipe the line is seen now, not at exit
+    # proxy_headers=False: the one rule for X-Forwarded-* is the app's (web/proxy.py).
+    config = uvicorn.Config(app, log_level="warning", proxy_headers=False, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def hash_password(
@@ -107,7 +122,9 @@ def inbound(
 
 
 def capture(
-    port: Annotated[int, typer.Option(help="Port to listen on (127.0.0.1).")] = 8025,
+    port: Annotated[
+        int, typer.Option(help="Port to listen on (127.0.0.1; 0: any free one).", min=0, max=65535)
+    ] = 8025,
     maildir: Annotated[Path, typer.Option(help="Maildir that keeps what arrives.")] = Path(
         "var/maildir"
     ),
@@ -118,10 +135,13 @@ def capture(
     """
     from newsletter.capture import start_capture
 
-    controller = start_capture(maildir, port=port)
+    controller = start_capture(maildir, port=port)  # a busy port stops here, with one line
     console.print(
-        f"capturing mail on 127.0.0.1:{controller.port} into {maildir}/new (Ctrl-C stops)"
+        f"capturing mail on 127.0.0.1:{controller.port} into {maildir}/new (Ctrl-C stops)",
+        soft_wrap=True,
+        highlight=False,
     )
+    sys.stdout.flush()
     signalled: list[int] = []  # the handler only appends: it must take no lock
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: signalled.append(number))

@@ -8,6 +8,7 @@
                  test send, edition controls, subscribers
     security.py  the editor login, the signed session cookie and CSRF tokens
     pages.py     rendering the HTML pages (Jinja2, autoescaped) from templates/web/
+    proxy.py     the client's address and scheme (TRUSTED_PROXIES), one rule for all
 
 `create_app(settings)` wires them; `newsletter serve` runs it under uvicorn.
 """
@@ -26,6 +27,7 @@ from newsletter.store.engine import open_engine
 from newsletter.tokens import Signer
 from newsletter.web import editor, public
 from newsletter.web.pages import Pages
+from newsletter.web.proxy import ProxyHeaders
 
 
 @asynccontextmanager
@@ -40,6 +42,8 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*public.ROUTES, *editor.ROUTES],
         lifespan=_lifespan,
         middleware=[
+            # Outermost: every later layer sees the client and scheme by the one rule.
+            Middleware(ProxyHeaders, trusted=settings.trusted_networks),
             Middleware(
                 SessionMiddleware,
                 secret_key=secret,
@@ -47,7 +51,7 @@ def create_app(settings: Settings) -> Starlette:
                 max_age=12 * 3600,
                 same_site="strict",
                 https_only=settings.base_url.startswith("https://"),
-            )
+            ),
         ],
     )
     app.state.settings = settings

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from newsletter.web.editor_common import flash, log_action, page, redirect
+from newsletter.web.proxy import client_address
 from newsletter.web.security import (
     SESSION_CSRF,
     SESSION_USER,
@@ -108,7 +109,7 @@ async def login(request: Request) -> Response:
     if not configured:
         log_action(request, "login", "refused: no editor password set")
         return _form(request, target, error=NO_PASSWORD, status_code=403)
-    client = request.client.host if request.client else ""
+    client = client_address(request)
     throttle = throttle_of(request)
     wait = throttle.wait(client)
     if wait > 0:

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from newsletter.logs import event
+from newsletter.web.proxy import client_address
 
 log = logging.getLogger("newsletter.editor")
 
@@ -101,7 +102,7 @@ def edition_url(day: dt.date, view: str | None = None) -> str:
 
 def log_action(request: Request, action: str, outcome: str, **fields: Any) -> None:
     """One log line per editor action, so operators can see who changed what and when."""
-    client = request.client.host if request.client else ""
+    client = client_address(request)
     event(log, "editor_action", action=action, outcome=outcome, client=client, **fields)
 
 

@@ -27,6 +27,7 @@ from newsletter.logs import event
 from newsletter.subscribers import unsubscribe
 from newsletter.tokens import UNSUBSCRIBE_MAX_AGE, Purpose
 from newsletter.web import archive, ops
+from newsletter.web.proxy import client_address
 from newsletter.web.security import check_csrf
 
 log = logging.getLogger("newsletter.web")
@@ -199,8 +200,8 @@ async def confirm_post(request: Request) -> Response:
 
 
 def _client_ip(request: Request) -> str:
-    """The peer's address (behind a proxy, run uvicorn with --proxy-headers to get the real one)."""
-    return request.client.host if request.client else ""
+    """The client's address, by the one rule of `proxy.py` (TRUSTED_PROXIES)."""
+    return client_address(request)
 
 
 ROUTES: list[BaseRoute] = [
