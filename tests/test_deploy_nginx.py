@@ -33,6 +33,7 @@ import pytest
 
 from newsletter.capture import free_port
 from newsletter.models import SubscriberStatus
+from newsletter.store import consent as consent_store
 from newsletter.store import subscribers as subscriber_store
 from newsletter.store.engine import open_engine
 
@@ -216,7 +217,7 @@ def sign_up_and_confirm(client: httpx.Client, smtp_server, email: str) -> httpx.
 
 def consent_ip(cli_env, email: str) -> str:
     engine = open_engine(cli_env["NEWSLETTER_DATABASE_URL"])
-    return subscriber_store.get_consent(engine, email).consent_ip
+    return consent_store.get_consent(engine, email).consent_ip
 
 
 # The tests

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from newsletter.config import load_settings
 from newsletter.errors import ConfigError
-from newsletter.store import subscribers as subscriber_store
+from newsletter.store import consent as consent_store
 from newsletter.web import create_app
 from newsletter.web.proxy import client_host, request_scheme
 
@@ -122,7 +122,7 @@ def test_the_consent_record_keeps_the_address_the_rule_gives(
 ):
     with app_client(settings, peer, trusted_proxies=trusted) as client:
         sign_up_and_confirm(client, smtp_server, "ann@example.com", {"X-Forwarded-For": SPOOF})
-    assert subscriber_store.get_consent(engine, "ann@example.com").consent_ip == recorded
+    assert consent_store.get_consent(engine, "ann@example.com").consent_ip == recorded
 
 
 def test_the_login_throttle_counts_by_client_behind_the_proxy(settings, caplog):
