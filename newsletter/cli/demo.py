@@ -19,6 +19,7 @@ from newsletter.config import Settings, load_settings
 from newsletter.delivery import SendSummary
 from newsletter.errors import InputError
 from newsletter.store.engine import open_engine
+from newsletter.store.migrate import upgrade
 
 
 def demo(
@@ -49,6 +50,7 @@ def demo(
             concurrency=4,
             rate_limit=0,
         )
+        upgrade(settings.database_url)  # the demo's own database, made the way `init` makes one
         engine = open_engine(settings.database_url)
         report = subscriber_ops.import_csv(engine, Path("subscribers/example.csv"))
         console.print(f"imported {report.added} subscribers from subscribers/example.csv")

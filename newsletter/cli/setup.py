@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from newsletter.cli.context import console, engine_of, settings_of
+from newsletter.cli.context import console, settings_of
+from newsletter.store.migrate import upgrade
 
 
 def init(ctx: typer.Context) -> None:
@@ -26,5 +27,5 @@ def init(ctx: typer.Context) -> None:
         console.print(f"wrote {env} from {example} (with a new random secret key)")
         ctx.obj = None
     settings = settings_of(ctx)
-    engine_of(settings)
-    console.print(f"database ready: {settings.database_url}")
+    done = upgrade(settings.database_url)
+    console.print(f"database ready: {done.database} ({done.describe()})")
