@@ -1,7 +1,7 @@
 """Subscribers: validation, CSV import/export, status changes, and the store queries under them.
 
-Every test uses a real SQLite file in tmp_path. Set NEWSLETTER_TEST_DATABASE_URL
-to a PostgreSQL URL to run the same tests there (its tables are recreated).
+Every test uses a real database from `new_database_url`: a SQLite file in
+tmp_path, or PostgreSQL with --db=postgresql.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from newsletter.errors import InputError, StoreError
 from newsletter.models import SubscriberStatus
 from newsletter.store import subscribers as store
 from newsletter.store.engine import open_engine, utcnow
-from newsletter.store.schema import deliveries, editions, metadata, subscribers
+from newsletter.store.schema import deliveries, editions, subscribers
 from newsletter.subscribers import (
     ImportInterruptedError,
     add_subscriber,
@@ -43,11 +43,8 @@ UNSUBSCRIBED, BOUNCED = SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    url = os.environ.get("NEWSLETTER_TEST_DATABASE_URL") or f"sqlite:///{tmp_path / 'news.db'}"
-    engine = open_engine(url, create=False)
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
+def engine(new_database_url) -> Iterator[Engine]:
+    engine = open_engine(new_database_url("news"))
     yield engine
     engine.dispose()
 
@@ -428,7 +425,7 @@ def test_a_hundred_thousand_rows_import_with_correct_counts(engine: Engine, tmp_
 # Export
 
 
-def test_export_then_import_roundtrips(engine: Engine, tmp_path: Path) -> None:
+def test_export_then_import_roundtrips(engine: Engine, tmp_path: Path, new_database_url) -> None:
     import_csv(engine, EXAMPLE, source="example")
     add_subscriber(engine, "-dash@example.com", '=HYPERLINK("x"), "quoted"', source="+web")
     add_subscriber(engine, "left@example.net", "Zoë, Left")
@@ -440,7 +437,7 @@ def test_export_then_import_roundtrips(engine: Engine, tmp_path: Path) -> None:
     original = {s.email: (s.name, s.status) for s in store.iter_subscribers(engine)}
     assert written == len(original)
 
-    other = open_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    other = open_engine(new_database_url("other"))
     report = import_csv(other, out)
     assert report.invalid == [] and report.warnings == []
     assert report.added + report.suppressed == len(original)
