@@ -67,6 +67,7 @@ from bench.model import (
 )
 from bench.report import report
 from bench.sink import Sink, find_tool, run_source, wait_usage
+from newsletter.store.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = Path(sys.executable)
@@ -226,6 +227,7 @@ def prepare(root: Path, sizes: list[int], csv_only: Iterable[int] = ()) -> Works
     write_day(articles, DAY)
     preview = root / "preview"
     env = newsletter_env(root / "preview.db", articles, 25, 1)
+    upgrade(env["NEWSLETTER_DATABASE_URL"])  # as `newsletter init` makes it
     out = run_cli(["preview", "--date", DAY.isoformat(), "--output", str(preview)], env, root)
     if "warning" in out.lower():
         log(f"preview warnings: {out}")
@@ -254,6 +256,7 @@ def prepare(root: Path, sizes: list[int], csv_only: Iterable[int] = ()) -> Works
     sink = Sink(root)
     try:
         env = space.env(base, sink.port, 1)
+        upgrade(env["NEWSLETTER_DATABASE_URL"])
         run_cli(["send", "--date", DAY.isoformat(), "--to", "editor@example.com"], env, root)
     finally:
         sink.stop()

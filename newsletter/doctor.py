@@ -48,8 +48,10 @@ from newsletter.errors import NewsletterError
 from newsletter.hygiene import one_line
 from newsletter.models import SubscriberStatus
 from newsletter.render import check_templates
+from newsletter.store import engine as store_engine
 from newsletter.store import probe as store_probe
-from newsletter.store.engine import database_name, open_engine
+from newsletter.store.engine import database_name
+from newsletter.store.migrate import head_revision, upgrade
 from newsletter.store.stats import ping
 from newsletter.store.subscribers import count_by_status
 
@@ -157,7 +159,7 @@ def check_web_pages(settings: Settings) -> list[Finding]:
                 "secret_key": SecretStr(secrets.token_urlsafe(32)),
             }
         )
-        open_engine(throwaway.database_url).dispose()  # the schema, in the throwaway file
+        upgrade(throwaway.database_url)  # the schema, in the throwaway file, as `init` makes it
         broken = asyncio.run(_render_pages(throwaway))
     if not broken:
         shown = ", ".join(WEB_PAGES)
@@ -232,7 +234,7 @@ def check_database(settings: Settings) -> list[Finding]:
                     "`newsletter init` creates it; or fix NEWSLETTER_DATABASE_URL",
                 )
             ]
-    engine = open_engine(settings.database_url, create=False)
+    engine = store_engine.connect(settings.database_url, creating=False)  # schema checked below
     try:
         name = database_name(engine)
         ping(engine)
@@ -259,13 +261,29 @@ def check_database(settings: Settings) -> list[Finding]:
 
 
 def check_schema_version(engine: Engine) -> Finding:
-    """The database's schema revision against the code's.
+    """The database's schema revision against the one this version's migrations end at.
 
-    To be wired to the migrations' `current` and `head` revisions when they
-    land: OK when equal, an error naming both and `newsletter init` (which
-    upgrades) when behind. Until then the schema is not versioned.
+    Behind (or never versioned, as databases made before migrations are) is an
+    error: every other command refuses such a database until `newsletter init`
+    upgrades it.
     """
-    return Finding(Severity.INFO, "schema", "not versioned yet")
+    current, head = store_engine.current_revision(engine), head_revision()
+    if current == head:
+        return Finding(Severity.OK, "schema", f"at {head}, this version's")
+    if current is None:
+        return Finding(
+            Severity.ERROR,
+            "schema",
+            f"not versioned (made before migrations); this version needs {head}",
+            "back it up, then run `newsletter init` to upgrade it",
+        )
+    return Finding(
+        Severity.ERROR,
+        "schema",
+        f"at {current}, this version needs {head}",
+        "back it up, then run `newsletter init` to upgrade it (a newer version's database "
+        "needs that version)",
+    )
 
 
 # --- relay --------------------------------------------------------------------------------

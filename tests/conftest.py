@@ -5,7 +5,12 @@ The database is a SQLite file by default; `pytest --db=postgresql` (or
 NEWSLETTER_TEST_DB=postgresql) runs the whole suite against a fresh database per
 test on one throwaway PostgreSQL 15 cluster per session (tests/pgserver.py), the
 way sqlite-utils reruns its suite against another connection mode. Tests about
-SQLite files themselves are marked `sqlite_only`."""
+SQLite files themselves are marked `sqlite_only`.
+
+Every test database is made the way `newsletter init` makes one (the Alembic
+migrations, `store/migrate.py`), but only once per session: each test gets a
+copy of that template (a file copy, or PostgreSQL's CREATE DATABASE … TEMPLATE),
+so running the migrations per test costs the suite nothing."""
 
 from __future__ import annotations
 
@@ -23,10 +28,12 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy.engine import make_url
 
 from newsletter.capture import free_port
 from newsletter.config import Settings, load_settings
-from newsletter.store.engine import open_engine
+from newsletter.store.engine import open_engine, sqlite_path
+from newsletter.store.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASES = ("sqlite", "postgresql")
@@ -72,25 +79,46 @@ def pg_admin_url(db_kind: str):
 
 
 _database_names = itertools.count()
+TEMPLATE_DATABASE = "template_newsletter"
+
+
+@pytest.fixture(scope="session")
+def template_database_url(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str | None):
+    """One database at the head revision, made by `migrate.upgrade` as `newsletter init`
+    does, that every test's database copies."""
+    if pg_admin_url is None:
+        url = f"sqlite:///{tmp_path_factory.mktemp('template') / 'template.db'}"
+    else:
+        from pgserver import create_database
+
+        url = create_database(pg_admin_url, TEMPLATE_DATABASE)
+    upgrade(url)
+    return url
 
 
 @pytest.fixture
-def new_database_url(tmp_path: Path, pg_admin_url: str | None):
-    """A factory: `new_database_url("cli")` is the URL of a fresh, empty database.
+def new_database_url(tmp_path: Path, pg_admin_url: str | None, template_database_url: str):
+    """A factory: `new_database_url("cli")` is the URL of a fresh database that
+    `newsletter init` made (at the head revision, no rows); with `empty=True`, of one
+    that does not exist yet (SQLite: no file) or has no tables (PostgreSQL).
 
     A SQLite file in the test's tmp_path, or a new database on the session's
     PostgreSQL cluster, dropped (with its connections) when the test ends.
     """
     created: list[str] = []
 
-    def make(name: str = "newsletter") -> str:
+    def make(name: str = "newsletter", *, empty: bool = False) -> str:
         if pg_admin_url is None:
-            return f"sqlite:///{tmp_path / f'{name}.db'}"
+            path = tmp_path / f"{name}.db"
+            if not empty:
+                shutil.copyfile(sqlite_path(make_url(template_database_url)), path)
+            return f"sqlite:///{path}"
         from pgserver import create_database
 
         database = f"t{next(_database_names)}_{name}"
         created.append(database)
-        return create_database(pg_admin_url, database)
+        template = None if empty else TEMPLATE_DATABASE
+        return create_database(pg_admin_url, database, template=template)
 
     yield make
     if created:

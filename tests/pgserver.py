@@ -57,14 +57,19 @@ def postgres_cluster() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def create_database(admin_url: str, name: str) -> str:
-    """A fresh empty database on the cluster; its URL."""
+def create_database(admin_url: str, name: str, *, template: str | None = None) -> str:
+    """A fresh database on the cluster, empty or a copy of `template`; its URL.
+
+    A copy is how a test gets a database `newsletter init` made without running
+    the migrations again (the template has no connections once it is made).
+    """
     import psycopg
 
     dsn = admin_url.replace("postgresql+psycopg://", "postgresql://")
+    copy = f' TEMPLATE "{template}"' if template else ""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"{copy}')
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 

@@ -24,6 +24,7 @@ from newsletter.app.preview import CHANGED_NOTE
 from newsletter.models import EditionStatus
 from newsletter.store import editions as edition_store
 from newsletter.store.engine import open_engine
+from newsletter.store.migrate import upgrade
 from newsletter.store.schema import editions
 
 DAY = dt.date(2026, 11, 25)
@@ -71,6 +72,7 @@ def any_engine(request, settings):
     if request.param == "sqlite":
         return settings, open_engine(settings.database_url)
     url = create_database(request.getfixturevalue("cluster"), f"app_test_{next(_names)}")
+    upgrade(url)
     return settings.model_copy(update={"database_url": url}), open_engine(url)
 
 
@@ -246,17 +248,19 @@ def test_warnings_and_skipped_files_are_stored_with_the_edition(settings, engine
     assert shown.notes == (CHANGED_NOTE,)  # the files changed since the build
 
 
-def test_an_edition_stored_before_the_new_columns_still_previews(settings, tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+def test_an_edition_stored_before_the_new_columns_still_previews(settings, new_database_url):
+    url = new_database_url("old")
     engine = open_engine(url)
     old = settings.model_copy(update={"database_url": url})
     core.prepare_edition(engine, old, DAY)
-    with engine.begin() as conn:  # as a database made by the previous version
+    with engine.begin() as conn:  # as a database made by the previous version, before migrations
         for column in ("warnings", "skipped", "source_stamp"):
             conn.execute(text(f"ALTER TABLE editions DROP COLUMN {column}"))
+        conn.execute(text("DROP TABLE alembic_version"))
     engine.dispose()
 
-    engine = open_engine(url)  # adds the missing nullable columns
+    upgrade(url)  # `newsletter init`: a migration adds the missing nullable columns
+    engine = open_engine(url)
     stored = edition_store.get_edition(engine, DAY)
     shown = core.preview(engine, old, DAY)
 

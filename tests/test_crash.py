@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sqlite3
 import time
 from collections import Counter
 
@@ -20,6 +19,7 @@ from conftest import Cli
 from sqlalchemy import create_engine
 
 from newsletter.capture import free_port
+from newsletter.store.migrate import upgrade
 
 DAY = "2026-11-25"
 CONCURRENCY = 4
@@ -170,7 +170,9 @@ def test_logs_are_one_structured_event_per_line(crash_env, smtp_server, tmp_path
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("sqlite:////proc/no/such/dir/newsletter.db", "cannot create the database directory"),
+        ("sqlite:////proc/no/such/dir/newsletter.db", "the database does not exist"),
+        ("sqlite:///{tmp}/typo.db", "the database does not exist"),
+        ("sqlite://", "in-memory SQLite database keeps nothing"),
         ("sqlite:///{tmp}", "cannot open the database"),
         ("not a url", "not a database URL"),
         ("sqlite:///{tmp}/garbage.db", "not a database: the file is not SQLite"),
@@ -181,7 +183,7 @@ def test_logs_are_one_structured_event_per_line(crash_env, smtp_server, tmp_path
 )
 def test_a_bad_database_is_one_clear_line(crash_env, tmp_path, url, expected):
     (tmp_path / "garbage.db").write_bytes(b"this is not a database\n" * 400)
-    sqlite3.connect(tmp_path / "made.db").close()  # exists, so only writing to it fails
+    upgrade(f"sqlite:///{tmp_path / 'made.db'}")  # a database init made: only writing fails
     nobody = free_port()  # nothing listens there
     env = Cli(crash_env, NEWSLETTER_DATABASE_URL=url.format(tmp=tmp_path, port=nobody))
     env["COLUMNS"] = "1000"  # so rich does not wrap the line

@@ -13,6 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from conftest import ROOT, Cli
 from livesite import serve
+from olddb import MAIN, make_old_database
 from postfixserver import postfix_server
 from pydantic import SecretStr
 from test_smtp_security import USER, authenticator, certificate, secured, server_context
@@ -23,6 +24,7 @@ from newsletter import subscribers as subscriber_ops
 from newsletter.capture import free_port
 from newsletter.config import Severity, check_settings
 from newsletter.doctor import run_doctor
+from newsletter.store.migrate import head_revision, upgrade
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 __all__ = ["certificate"]  # the module-scoped fixture, shared with test_smtp_security
@@ -101,8 +103,26 @@ def test_a_working_database_is_reachable_writable_and_counted(settings, engine):
     assert lines(found) == [
         (Severity.OK, f"database: {engine.url.render_as_string()}: reachable, writable, "
          "1 active subscribers"),
-        (Severity.INFO, "schema: not versioned yet"),
+        (Severity.OK, f"schema: at {head_revision()}, this version's"),
     ]  # fmt: skip
+
+
+def test_a_database_made_before_migrations_is_an_error_until_init_upgrades_it(
+    settings, new_database_url
+):
+    url = new_database_url("old", empty=True)
+    make_old_database(url, MAIN)  # the schema main made before revisions were recorded
+    old = settings.model_copy(update={"database_url": url})
+    schema = [f for f in only(old, "database") if f.subject == "schema"]
+    assert [(f.severity, f.message) for f in schema] == [
+        (
+            Severity.ERROR,
+            f"not versioned (made before migrations); this version needs {head_revision()}",
+        )
+    ]
+    assert "newsletter init" in schema[0].fix
+    upgrade(url)
+    assert [f.severity for f in only(old, "database")] == [Severity.OK, Severity.OK]
 
 
 @pytest.mark.sqlite_only
@@ -115,7 +135,7 @@ def test_a_missing_sqlite_file_is_an_error_and_is_not_created(settings, tmp_path
 
 
 def test_an_empty_database_lacks_its_tables(settings, new_database_url, db_kind):
-    url = new_database_url("empty")
+    url = new_database_url("empty", empty=True)
     if db_kind == "sqlite":
         Path(url.removeprefix("sqlite:///")).touch()  # an empty file is an empty database
     [found] = only(settings.model_copy(update={"database_url": url}), "database")

@@ -16,6 +16,7 @@ from newsletter.app import prepare_edition, send_edition
 from newsletter.models import DeliveryStatus
 from newsletter.store import deliveries as delivery_store
 from newsletter.store.engine import open_engine
+from newsletter.store.migrate import upgrade
 
 DAY = "2026-11-25"
 _names = itertools.count()
@@ -29,7 +30,9 @@ def cluster():
 
 @pytest.fixture
 def pg_url(cluster):
-    return create_database(cluster, f"newsletter_test_{next(_names)}")
+    url = create_database(cluster, f"newsletter_test_{next(_names)}")
+    upgrade(url)  # as `newsletter init` makes it
+    return url
 
 
 def write_list(path, n: int) -> list[str]:

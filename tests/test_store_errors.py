@@ -16,8 +16,9 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.errors import StoreError, StoreUnavailable
-from newsletter.store.engine import lock_wait, open_engine, utcnow
+from newsletter.store.engine import connect, lock_wait, open_engine, utcnow
 from newsletter.store.errors import translate
+from newsletter.store.migrate import upgrade
 from newsletter.store.schema import locks
 
 SQLITE_CLASSES = [
@@ -131,9 +132,16 @@ def test_a_client_side_postgresql_failure_is_worth_retrying():
 # ── the real failures, through the engine ─────────────────────────────────────
 
 
+def made(path) -> str:  # noqa: ANN001
+    """The URL of a SQLite database at `path`, made as `newsletter init` makes one."""
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    return url
+
+
 def test_a_database_locked_by_another_process_is_unavailable_for_a_while(tmp_path):
     path = tmp_path / "locked.db"
-    engine = open_engine(f"sqlite:///{path}")
+    engine = open_engine(made(path))
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
@@ -150,7 +158,7 @@ def test_a_database_locked_by_another_process_is_unavailable_for_a_while(tmp_pat
 
 
 def test_a_full_database_is_a_clear_disk_full(tmp_path):
-    engine = open_engine(f"sqlite:///{tmp_path / 'full.db'}")
+    engine = open_engine(made(tmp_path / "full.db"))
     with pytest.raises(StoreError) as caught:
         with engine.begin() as conn:
             pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
@@ -170,7 +178,7 @@ def test_a_full_database_is_a_clear_disk_full(tmp_path):
 
 def test_a_read_only_database_says_so(tmp_path):
     path = tmp_path / "ro.db"
-    open_engine(f"sqlite:///{path}").dispose()
+    made(path)
     engine = open_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
     with pytest.raises(StoreError, match="read-only"):
         with engine.begin() as conn:
@@ -186,7 +194,7 @@ def test_a_file_that_is_not_a_database_says_so(tmp_path):
 
 
 def test_a_database_without_our_tables_says_a_table_is_missing(tmp_path):
-    engine = open_engine(f"sqlite:///{tmp_path / 'empty.db'}", create=False)
+    engine = connect(f"sqlite:///{tmp_path / 'empty.db'}", creating=True)  # unchecked
     with pytest.raises(StoreError, match="a table is missing") as caught:
         with engine.connect() as conn:
             conn.execute(text("SELECT count(*) FROM subscribers"))
@@ -200,7 +208,7 @@ def test_a_missing_driver_is_one_line(tmp_path):
 
 
 def test_an_integrity_error_still_reaches_the_query_that_handles_it(tmp_path):
-    engine = open_engine(f"sqlite:///{tmp_path / 'dup.db'}")
+    engine = open_engine(made(tmp_path / "dup.db"))
     row = {"name": "scheduler", "holder": "a", "acquired_at": utcnow(), "heartbeat_at": utcnow()}
     with engine.begin() as conn:
         conn.execute(insert(locks).values(**row))

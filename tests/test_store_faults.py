@@ -26,6 +26,8 @@ from conftest import Cli
 from pgserver import BIN, create_database, postgres_cluster
 from test_crash import crash_env, delivery_counts, wait_until, write_list  # noqa: F401 (fixture)
 
+from newsletter.store.migrate import upgrade
+
 DAY = "2026-11-25"
 CONCURRENCY = 4
 SUBSCRIBERS = 1200
@@ -212,6 +214,7 @@ def test_a_full_disk_stops_the_send_with_one_line_and_a_rerun_finishes(
 ):
     db = small_disk / "news.db"
     env = Cli(env, NEWSLETTER_DATABASE_URL=f"sqlite:///{db}")
+    upgrade(env["NEWSLETTER_DATABASE_URL"])  # as `newsletter init` makes it
     emails, process, log = start_send(env, smtp_server, tmp_path, "full", reaper)
     filler = fill(small_disk)
     try:
@@ -264,6 +267,7 @@ def test_postgresql_stopped_and_started_mid_send_is_ridden_out(
     env, smtp_server, tmp_path, reaper, cluster
 ):
     url = create_database(cluster, "newsletter_restart")
+    upgrade(url)  # as `newsletter init` makes it
     env = Cli(env, NEWSLETTER_DATABASE_URL=url)
     data, options = server_options(cluster)
     emails, process, log = start_send(env, smtp_server, tmp_path, "pg-restart", reaper)

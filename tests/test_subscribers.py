@@ -22,7 +22,7 @@ from newsletter.models import SubscriberStatus
 from newsletter.store import subscribers as store
 from newsletter.store.engine import open_engine, utcnow
 from newsletter.store.imports import ImportRow, upsert_imported
-from newsletter.store.schema import deliveries, editions, metadata, subscribers
+from newsletter.store.schema import deliveries, editions, subscribers
 from newsletter.subscribers import (
     ImportInterruptedError,
     add_subscriber,
@@ -40,9 +40,7 @@ UNSUBSCRIBED, BOUNCED = SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED
 
 @pytest.fixture
 def engine(new_database_url) -> Iterator[Engine]:
-    engine = open_engine(new_database_url("news"), create=False)
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
+    engine = open_engine(new_database_url("news"))
     yield engine
     engine.dispose()
 
@@ -251,7 +249,7 @@ def test_a_hundred_thousand_rows_import_with_correct_counts(engine: Engine, tmp_
 # Export
 
 
-def test_export_then_import_roundtrips(engine: Engine, tmp_path: Path) -> None:
+def test_export_then_import_roundtrips(engine: Engine, tmp_path: Path, new_database_url) -> None:
     import_csv(engine, EXAMPLE, source="example")
     add_subscriber(engine, "-dash@example.com", '=HYPERLINK("x"), "quoted"', source="+web")
     add_subscriber(engine, "left@example.net", "Zoë, Left")
@@ -263,7 +261,7 @@ def test_export_then_import_roundtrips(engine: Engine, tmp_path: Path) -> None:
     original = {s.email: (s.name, s.status) for s in store.iter_subscribers(engine)}
     assert written == len(original)
 
-    other = open_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    other = open_engine(new_database_url("other"))
     report = import_csv(other, out)
     assert report.invalid == [] and report.warnings == []
     assert report.added + report.suppressed == len(original)

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from itsdangerous import TimestampSigner
+from olddb import OLDEST, make_old_database
 from sqlalchemy import create_engine, select, update
 from starlette.testclient import TestClient
 
@@ -31,6 +32,7 @@ from newsletter.store import editions as edition_store
 from newsletter.store import subscribers as subscriber_store
 from newsletter.store.engine import open_engine, utcnow
 from newsletter.store.locks import acquire_lock
+from newsletter.store.migrate import upgrade
 from newsletter.store.schema import locks, subscribers
 from newsletter.tokens import Purpose, Signer
 from newsletter.web import create_app
@@ -392,23 +394,14 @@ def test_unconfirmed_sign_ups_expire(client, engine, settings, smtp_server):
     assert expire_pending(engine, dt.timedelta(hours=settings.signup_expiry_hours)) == 1
 
 
-@pytest.mark.sqlite_only
-def test_the_sign_up_columns_are_added_to_an_older_database(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    old = create_engine(url)
-    with old.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE subscribers (id INTEGER PRIMARY KEY, email VARCHAR(320) NOT NULL,"
-            " email_key VARCHAR(320) NOT NULL UNIQUE, name VARCHAR(200) NOT NULL,"
-            " status VARCHAR(16) NOT NULL, source VARCHAR(100) NOT NULL,"
-            " bounce_count INTEGER NOT NULL, created_at DATETIME NOT NULL,"
-            " updated_at DATETIME NOT NULL, confirmed_at DATETIME, unsubscribed_at DATETIME)"
-        )
-    old.dispose()
+def test_the_sign_up_columns_are_added_to_an_older_database(new_database_url):
+    url = new_database_url("old", empty=True)
+    make_old_database(url, OLDEST)  # the schema from before web sign-up
+    assert upgrade(url).unversioned  # `newsletter init` upgrades it
     engine = open_engine(url)
     subscriber_ops.add_subscriber(engine, "ann@example.com")
     assert consent_store.get_consent(engine, "ann@example.com").consent_at is None
-    open_engine(url)  # a second open finds nothing to add
+    assert upgrade(url).describe().endswith("up to date")  # a second init finds nothing to do
 
 
 # The archive and its feed

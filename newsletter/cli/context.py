@@ -32,6 +32,8 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 
 def engine_of(settings: Settings) -> Engine:
+    """The store, which `newsletter init` must have made: a command never creates or
+    upgrades a database (see store/engine.py), it says to run `init`."""
     return open_engine(settings.database_url)
 
 

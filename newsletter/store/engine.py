@@ -1,4 +1,12 @@
-"""Opening the database: one engine per process, schema created on first use.
+"""Opening the database: one engine per process, on a database `newsletter init` made.
+
+Only `init` creates a database (`store/migrate.py`): everywhere else a missing
+SQLite file, a folder that is not there, a database without our tables or one
+whose schema is behind this version is one line naming it and the fix, and
+nothing is created. A mistyped path must not become a fresh empty database the
+next send happily reports "0 subscribers" from. An in-memory SQLite database
+(`sqlite://`, `:memory:`, `mode=memory`) is refused outright: whatever was
+imported into it would be gone when the command ends.
 
 SQLite runs in WAL mode with a busy timeout so the scheduler, the CLI and the
 web app can share one file; `synchronous=NORMAL` in WAL still survives a
@@ -21,18 +29,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from newsletter.errors import StoreError
 from newsletter.hygiene import one_line
 from newsletter.store.errors import translate
-from newsletter.store.schema import metadata
+from newsletter.store.schema import REVISION
 
 BUSY_TIMEOUT_SECONDS = 30.0
 _lock_wait: ContextVar[float] = ContextVar("lock_wait", default=BUSY_TIMEOUT_SECONDS)
+
+VERSION_TABLE = "alembic_version"  # where Alembic keeps the revision a database is at
+INIT_HINT = "run `newsletter init` to create it, or correct NEWSLETTER_DATABASE_URL"
 
 
 def utcnow() -> dt.datetime:
@@ -40,25 +52,39 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def open_engine(url: str, *, create: bool = True) -> Engine:
-    """Connect to `url` and make sure the schema exists.
+def open_engine(url: str) -> Engine:
+    """Connect to the existing database at `url`, which must be at this version's schema.
 
-    Raises StoreError naming the path or URL when the database cannot be
-    opened or created, so a bad DATABASE_URL is a one-line message.
+    Raises StoreError naming the path or URL, and what to do, when the URL is
+    unusable, the database is missing, empty, not a database, or at another
+    schema revision. Nothing is created here, and nothing is upgraded: an
+    upgrade changes precious data, so it happens only when the operator runs
+    `newsletter init` (after a backup, and with no other process mid-send).
     """
+    engine = connect(url, creating=False)
     try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise StoreError(
-            f"not a database URL: {url!r}",
-            where="NEWSLETTER_DATABASE_URL",
-            hint="use sqlite:///path/to/file.db or postgresql+psycopg://user@host/db",
-        ) from None
-    is_sqlite = parsed.get_backend_name() == "sqlite"
+        require_current(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def connect(url: str, *, creating: bool) -> Engine:
+    """The engine for `url`, with our SQLite settings and error translation, unchecked.
+
+    With `creating` (only `store/migrate.py`, for `newsletter init`), a SQLite
+    file and its folder may be made; otherwise they must already exist.
+    """
+    parsed = parse_url(url)
     where = parsed.render_as_string(hide_password=True)
-    if is_sqlite and parsed.database and parsed.database != ":memory:":
-        if parsed.query.get("uri") != "true":  # a file: URI names its own path and mode
-            _prepare_sqlite_path(Path(parsed.database))
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    if is_sqlite:
+        path = sqlite_path(parsed)
+        if creating:
+            _prepare_sqlite_file(path)
+        else:  # a `mode=ro` URI asks for read-only on purpose
+            _require_sqlite_file(path, writable=parsed.query.get("mode") != "ro")
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     # psycopg prepares repeated statements, and PostgreSQL may then keep a plan made
@@ -84,10 +110,118 @@ def open_engine(url: str, *, create: bool = True) -> Engine:
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "checkout", _sqlite_lock_wait)
-    if create:
-        metadata.create_all(engine)
-        _add_missing_columns(engine)
     return engine
+
+
+def parse_url(url: str) -> URL:
+    """`url` parsed, or StoreError when it is not one."""
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            f"not a database URL: {url!r}",
+            where="NEWSLETTER_DATABASE_URL",
+            hint="use sqlite:///path/to/file.db or postgresql+psycopg://user@host/db",
+        ) from None
+
+
+def sqlite_path(url: URL) -> Path:
+    """The file a SQLite URL names, absolute; StoreError for an in-memory database.
+
+    `sqlite://`, `sqlite:///:memory:`, `file::memory:` and `mode=memory` (or the
+    memdb VFS) keep nothing once the command ends; an empty `file:` URI is a
+    temporary file SQLite deletes on close. pysqlite reads `database` as a URI
+    only with `uri=true`, as here.
+    """
+    name = url.database or ""
+    if url.query.get("uri") == "true" and name.startswith("file:"):
+        name = unquote(urlsplit(name).path)
+    memory = (
+        name in ("", ":memory:")
+        or url.query.get("mode") == "memory"
+        or url.query.get("vfs") == "memdb"
+    )
+    if memory:
+        raise StoreError(
+            "an in-memory SQLite database keeps nothing once the command ends",
+            where=url.render_as_string(hide_password=True),
+            hint="give NEWSLETTER_DATABASE_URL a file: sqlite:///var/newsletter.db",
+        )
+    return Path(os.path.abspath(name))
+
+
+def _require_sqlite_file(path: Path, *, writable: bool) -> None:
+    if path.exists():
+        if writable:
+            _require_writable(path)
+        return
+    folder = path.parent
+    missing = "" if folder.is_dir() else f" (nor does its folder {folder})"
+    raise StoreError(f"the database does not exist{missing}", where=str(path), hint=INIT_HINT)
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the database directory: {exc.strerror}",
+            where=str(path.parent),
+            hint="choose a writable path in NEWSLETTER_DATABASE_URL",
+        ) from None
+    _require_writable(path if path.exists() else path.parent)
+
+
+def _require_writable(target: Path) -> None:
+    if not os.access(target, os.W_OK):
+        raise StoreError(
+            "the database is not writable",
+            where=str(target),
+            hint="fix its permissions or choose another path in NEWSLETTER_DATABASE_URL",
+        )
+
+
+def current_revision(connectable: Engine | Connection) -> str | None:
+    """The schema revision the database is at; None when it has none (empty, or made
+    before schema versions: `has_newsletter_tables` tells which)."""
+    with _connection(connectable) as conn:
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        found = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    return ",".join(sorted(found)) or None
+
+
+def has_newsletter_tables(connectable: Engine | Connection) -> bool:
+    """Whether the database holds the newsletter's tables (with or without a revision)."""
+    with _connection(connectable) as conn:
+        return inspect(conn).has_table("subscribers")
+
+
+def require_current(engine: Engine) -> str:
+    """The database's revision, when it is the one this version needs (`schema.REVISION`);
+    else StoreError saying where it is and how to get it there."""
+    where = database_name(engine)
+    revision = current_revision(engine)
+    if revision == REVISION:
+        return revision
+    if revision is None and not has_newsletter_tables(engine):
+        raise StoreError("the database has no tables yet", where=where, hint=INIT_HINT)
+    shown = revision or "none (made before schema versions)"
+    raise StoreError(
+        f"database schema is at {shown}, this version needs {REVISION}",
+        where=where,
+        hint="back it up, then run `newsletter init` to upgrade it; if a newer newsletter "
+        "made it, run that version instead",
+    )
+
+
+@contextmanager
+def _connection(connectable: Engine | Connection) -> Iterator[Connection]:
+    if isinstance(connectable, Connection):
+        yield connectable
+    else:
+        with connectable.connect() as conn:
+            yield conn
 
 
 def _translate_error(context: ExceptionContext) -> BaseException | None:
@@ -111,50 +245,6 @@ def lock_wait(seconds: float) -> Iterator[None]:
         yield
     finally:
         _lock_wait.reset(token)
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Additive migrations: add nullable columns the schema gained since the database was made.
-
-    `create_all` creates missing tables but never alters existing ones, so a
-    database from an earlier version would lack e.g. the sign-up consent
-    columns. Only nullable columns are added (no data to invent); anything
-    else needs a real migration. Two processes racing to add the same column
-    is harmless: the loser's error is ignored once the column is there.
-    """
-    inspector = inspect(engine)
-    for table in metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present or not column.nullable:
-                continue
-            kind = column.type.compile(dialect=engine.dialect)
-            try:
-                with engine.begin() as conn:
-                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
-            except StoreError:
-                present = {c["name"] for c in inspect(engine).get_columns(table.name)}
-                if column.name not in present:
-                    raise
-
-
-def _prepare_sqlite_path(path: Path) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(
-            f"cannot create the database directory: {exc.strerror}",
-            where=str(directory),
-            hint="choose a writable path in NEWSLETTER_DATABASE_URL",
-        ) from None
-    target = path if path.exists() else directory
-    if not os.access(target, os.W_OK):
-        raise StoreError(
-            "the database is not writable",
-            where=str(target),
-            hint="fix its permissions or choose another path in NEWSLETTER_DATABASE_URL",
-        )
 
 
 def _sqlite_pragmas(dbapi_connection, record) -> None:  # noqa: ANN001 (DB-API objects)
