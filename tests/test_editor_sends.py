@@ -15,10 +15,13 @@ import datetime as dt
 import sqlite3
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from aiosmtpd.controller import Controller
 from conftest import RecordingHandler
+from sqlalchemy import text
 
 from newsletter import subscribers as subscriber_ops
 from newsletter.app import Ready, prepare_send
@@ -27,6 +30,7 @@ from newsletter.delivery import loop
 from newsletter.models import DeliveryStatus
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import ledger
+from newsletter.store.engine import open_engine
 from newsletter.web.editor_sends import BackgroundSends
 
 pytestmark = pytest.mark.timeout(120)
@@ -69,9 +73,30 @@ def finish(run) -> None:  # noqa: ANN001 (a SendRun)
     assert not run.running, "the send did not end"
 
 
-@pytest.mark.sqlite_only  # PostgreSQL: a send waits on a held lock without a bound (see report)
+@contextmanager
+def write_lock(url: str, db_kind: str) -> Iterator[None]:
+    """Another session holding a lock that stops every write to the deliveries."""
+    if db_kind == "sqlite":
+        lock = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=DEADLINE)
+        lock.isolation_level = None
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        return
+    holder = open_engine(url)
+    try:
+        with holder.begin() as conn:  # EXCLUSIVE: reads go on, every write waits
+            conn.execute(text("LOCK TABLE deliveries IN EXCLUSIVE MODE"))
+            yield
+    finally:
+        holder.dispose()
+
+
 def test_a_failed_send_now_gives_its_claims_to_the_next_send_at_once(
-    engine, settings, relay, monkeypatch
+    engine, settings, relay, monkeypatch, db_kind
 ):
     handler, port = relay
     for email in READERS:
@@ -92,15 +117,9 @@ def test_a_failed_send_now_gives_its_claims_to_the_next_send_at_once(
 
     first = sends.start(engine, fast, ready)
     assert handler.arrived.wait(DEADLINE), "the first send never reached the relay"
-    lock = sqlite3.connect(fast.database_url.removeprefix("sqlite:///"), timeout=DEADLINE)
-    lock.isolation_level = None
-    lock.execute("BEGIN IMMEDIATE")  # every write of the send now fails, the cleanup's too
-    try:
+    with write_lock(fast.database_url, db_kind):  # every write of the send fails, the cleanup's too
         handler.gate.set()
         finish(first)
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
     assert first.failed and "the next send takes them back" in first.result, first.result
     counts = delivery_store.count_by_status(engine, ready.stored.id)
     assert counts[DeliveryStatus.SENDING] > 0, "no claim was left behind; the test proves nothing"

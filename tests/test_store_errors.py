@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import sqlite3
+import threading
 
 import pytest
 from sqlalchemy import insert, text
@@ -155,6 +156,37 @@ def test_a_database_locked_by_another_process_is_unavailable_for_a_while(tmp_pat
     assert caught.value.where == f"sqlite:///{path}"
     with engine.begin() as conn:  # and once the lock is gone, it works again
         conn.execute(text("DELETE FROM locks"))
+
+
+def test_a_postgresql_table_locked_by_another_session_is_unavailable_not_waited_on_for_ever(
+    new_database_url, db_kind
+):
+    if db_kind != "postgresql":
+        pytest.skip("PostgreSQL's lock_timeout (run with --db=postgresql)")
+    url = new_database_url("locked")
+    engine, holder = open_engine(url), open_engine(url)
+    outcome: list[BaseException | None] = []
+
+    def write() -> None:
+        try:
+            with lock_wait(0.2), engine.begin() as conn:
+                conn.execute(text("DELETE FROM locks"))
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 (handed to the test's thread)
+            outcome.append(exc)
+
+    with holder.begin() as held:
+        held.execute(text("LOCK TABLE locks IN ACCESS EXCLUSIVE MODE"))
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        writer.join(10)  # without a lock_timeout PostgreSQL waits for ever
+        assert outcome, "the write was still waiting on the lock after 10 s"
+    assert isinstance(outcome[0], StoreUnavailable), outcome
+    assert "locked by another process" in str(outcome[0])
+    with engine.begin() as conn:  # once the lock is gone, the same pooled connection works
+        conn.execute(text("DELETE FROM locks"))
+    engine.dispose()
+    holder.dispose()
 
 
 def test_a_full_database_is_a_clear_disk_full(tmp_path):

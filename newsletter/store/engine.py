@@ -12,8 +12,9 @@ SQLite runs in WAL mode with a busy timeout so the scheduler, the CLI and the
 web app can share one file; `synchronous=NORMAL` in WAL still survives a
 process crash (only an OS crash can lose the last commits).
 
-How long a statement waits for another process's lock: SQLite's busy timeout,
-BUSY_TIMEOUT_SECONDS (30 s) for every statement, so a command or a web page
+How long a statement waits for another process's lock: SQLite's busy timeout
+(PostgreSQL's `lock_timeout`, the same bound), BUSY_TIMEOUT_SECONDS (30 s) for
+every statement, so a command or a web page
 rides out a neighbour's commit. A send waits less per try (`lock_wait`, set by
 `store/ledger.py` to 5 s) and retries with backoff for up to
 NEWSLETTER_STORE_RETRY_WINDOW (120 s by default) instead, so it notices a stop
@@ -110,6 +111,8 @@ def connect(url: str, *, creating: bool) -> Engine:
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "checkout", _sqlite_lock_wait)
+    elif parsed.get_backend_name() == "postgresql":
+        event.listen(engine, "checkout", _postgresql_lock_wait)
     return engine
 
 
@@ -239,7 +242,7 @@ def database_name(engine: Engine) -> str:
 @contextmanager
 def lock_wait(seconds: float) -> Iterator[None]:
     """Inside this block, and in threads started from it (`asyncio.to_thread` copies the
-    context), a SQLite statement waits at most `seconds` for another process's lock."""
+    context), a statement waits at most `seconds` for another process's lock."""
     token = _lock_wait.set(seconds)
     try:
         yield
@@ -263,3 +266,23 @@ def _sqlite_lock_wait(dbapi_connection, record, _proxy) -> None:  # noqa: ANN001
     if record.info.get("busy_timeout") != wanted:
         dbapi_connection.execute(f"PRAGMA busy_timeout={int(wanted * 1000)}")
         record.info["busy_timeout"] = wanted
+
+
+def _postgresql_lock_wait(dbapi_connection, record, _proxy) -> None:  # noqa: ANN001 (DB-API objects)
+    """At checkout: `lock_timeout` as `lock_wait` asks for, so no statement waits for ever.
+
+    PostgreSQL's default is to wait on a lock without limit: a send blocked by
+    another session's table lock would hold its thread past every stop (and the
+    process at exit). Past the bound the statement fails with 55P03, which
+    `store/errors.py` counts as busy, so the send's retries take over. Set with
+    `set_config(…, false)` and committed at once, so it outlives the transaction
+    (a rolled-back SET would be undone) and the cache in `record.info` stays true.
+    """
+    wanted = _lock_wait.get()
+    if record.info.get("lock_timeout") != wanted:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, false)", (f"{int(wanted * 1000)}ms",)
+            )
+        dbapi_connection.commit()
+        record.info["lock_timeout"] = wanted
