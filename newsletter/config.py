@@ -242,6 +242,7 @@ MIN_SECRET_DISTINCT = 10
 #: delivered to or accepted from them, and no one outside can reach a link to them.
 RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
 RESERVED_TOP_LEVEL = ("example", "test", "invalid", "localhost")
+TEST_NAMES = RESERVED_DOMAINS + RESERVED_TOP_LEVEL  # each a name, or the end of one after "."
 
 _SECRET_FIX = "run `newsletter init`, which writes a fresh one to .env"
 
@@ -322,23 +323,32 @@ def url_host(url: str) -> str:
     return authority.split(":", 1)[0]
 
 
-def is_trial(settings: Settings) -> bool:
+def is_trial(settings: Settings, *, real_recipient: str | None = None) -> bool:
     """Whether a send stays a trial: the relay on this machine and every name a test one.
 
     A trial is the demo, the tests, a local preview against `newsletter capture`:
-    the relay is loopback, and BASE_URL and the sender are loopback or reserved
-    names, so nobody outside could receive the mail or follow its links. Anything
-    else is a send in earnest, and there every placeholder is an error.
+    the relay is loopback, and BASE_URL, the sender and every recipient are
+    loopback or reserved names, so nobody outside could receive the mail or
+    follow its links. A site left as `init` wrote it, relaying through the
+    Postfix on this machine (`localhost` is the default relay) to a list of real
+    people is not a trial: `real_recipient` is one address of the list outside
+    the reserved names (`app.check_sending` looks it up), or None when there is
+    none. Anything else is a send in earnest, and there every placeholder is an
+    error.
     """
     return (
-        is_loopback_host(settings.smtp_host)
+        real_recipient is None
+        and is_loopback_host(settings.smtp_host)
         and is_test_host(url_host(settings.base_url))
         and is_test_host(settings.sender_domain)
     )
 
 
-def check_settings(settings: Settings) -> tuple[Finding, ...]:
+def check_settings(settings: Settings, *, real_recipient: str | None = None) -> tuple[Finding, ...]:
     """The one rule for what a send may go out with: the secret, placeholders, https.
+
+    `real_recipient`: an address of the list outside the reserved names, if any
+    (see `is_trial`); the caller looks it up, so the rule itself reads no store.
 
     A weak or missing secret is always an error. The placeholders (a sender in a
     reserved domain, the shipped postal address, a BASE_URL nobody outside can
@@ -350,7 +360,17 @@ def check_settings(settings: Settings) -> tuple[Finding, ...]:
     secret = secret_key_problem(settings.secret_key)
     if secret is not None:
         findings.append(Finding(Severity.ERROR, f"{ENV_PREFIX}SECRET_KEY", secret, _SECRET_FIX))
-    level = Severity.WARNING if is_trial(settings) else Severity.ERROR
+    trial = is_trial(settings, real_recipient=real_recipient)
+    level = Severity.WARNING if trial else Severity.ERROR
+    if not trial and is_trial(settings):
+        findings.append(
+            Finding(
+                Severity.INFO,
+                "subscribers",
+                f"the list holds real addresses (such as {real_recipient}): this is a real "
+                "send through the relay on this machine, not a trial",
+            )
+        )
 
     def placeholder(key: str, message: str, fix: str) -> None:
         findings.append(Finding(level, ENV_PREFIX + key, message, fix))

@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from newsletter.app.publish import real_recipient
 from newsletter.config import (
     Finding,
     Settings,
@@ -50,7 +51,7 @@ from newsletter.models import SubscriberStatus
 from newsletter.render import check_templates
 from newsletter.store import engine as store_engine
 from newsletter.store import probe as store_probe
-from newsletter.store.engine import database_name
+from newsletter.store.engine import database_name, open_engine
 from newsletter.store.migrate import head_revision, upgrade
 from newsletter.store.stats import ping
 from newsletter.store.subscribers import count_by_status
@@ -116,10 +117,12 @@ def _guarded(name: str, check: Check, settings: Settings) -> list[Finding]:
 
 def check_settings_rule(settings: Settings) -> list[Finding]:
     """The same rule every send applies; in a trial its placeholders are only warnings."""
-    findings = list(check_settings(settings))
+    recipient = _real_recipient(settings)
+    findings = list(check_settings(settings, real_recipient=recipient))
     if not findings:
         return [Finding(Severity.OK, "settings", "secret key set, no placeholders, https links")]
-    if is_trial(settings) and any(f.severity is Severity.WARNING for f in findings):
+    trial = is_trial(settings, real_recipient=recipient)
+    if trial and any(f.severity is Severity.WARNING for f in findings):
         findings.append(
             Finding(
                 Severity.INFO,
@@ -129,6 +132,21 @@ def check_settings_rule(settings: Settings) -> list[Finding]:
             )
         )
     return findings
+
+
+def _real_recipient(settings: Settings) -> str | None:
+    """As a send looks it up (`app.real_recipient`); a database that does not open counts
+    as none here, since the database check below reports it."""
+    try:
+        engine = open_engine(settings.database_url)
+    except NewsletterError:
+        return None
+    try:
+        return real_recipient(engine, settings)
+    except NewsletterError:
+        return None
+    finally:
+        engine.dispose()
 
 
 # --- templates ----------------------------------------------------------------------------

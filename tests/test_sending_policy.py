@@ -201,6 +201,25 @@ def test_prepare_send_refuses_placeholders_in_earnest_before_building(engine, se
         asyncio.run(core.publish(engine, in_earnest(settings), DAY))  # the scheduler's job
 
 
+def test_a_local_relay_to_a_list_of_real_people_is_in_earnest(engine, settings, smtp_server):
+    # A site left as `init` wrote it (placeholder sender, postal address, BASE_URL),
+    # relaying through the Postfix on this machine: a trial by its settings alone.
+    assert is_trial(settings)
+    subscriber_ops.add_subscriber(engine, "ann@example.com")
+    subscriber_ops.add_subscriber(engine, "bob@lists.example.net")
+    assert core.real_recipient(engine, settings) is None  # test names only: still a trial
+    subscriber_ops.add_subscriber(engine, "Cleo@Mail.Example.COM.au")  # not reserved
+    assert core.real_recipient(engine, settings) == "Cleo@mail.example.com.au"
+    with pytest.raises(ConfigError) as caught:
+        core.prepare_send(engine, settings, DAY)
+    assert caught.value.where == "NEWSLETTER_FROM_ADDRESS"
+    assert edition_store.get_edition(engine, DAY) is None and smtp_server.received == []
+    found = check_settings(settings, real_recipient="Cleo@Mail.Example.COM.au")
+    assert by_subject(found)["subscribers"] is Severity.INFO  # says why it is in earnest
+    subscriber_ops.unsubscribe(engine, "cleo@mail.example.com.au")
+    assert core.real_recipient(engine, settings) is None  # only active addresses count
+
+
 def test_real_settings_send_through_the_same_path(engine, settings, smtp_server):
     subscriber_ops.add_subscriber(engine, "ann@example.com")
     outcome = asyncio.run(core.publish(engine, settings.model_copy(update=REAL), DAY))

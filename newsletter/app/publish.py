@@ -33,13 +33,14 @@ from newsletter.app.outcomes import (
     Stopped,
 )
 from newsletter.app.workers import Helpers
-from newsletter.config import Finding, Settings, Severity, check_settings
+from newsletter.config import TEST_NAMES, Finding, Settings, Severity, check_settings, is_trial
 from newsletter.delivery import ProgressCallback, SendSummary, run_send
 from newsletter.errors import ConfigError
 from newsletter.models import DeliveryStatus, EditionStatus
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import editions as edition_store
 from newsletter.store.editions import HANDLED, StoredEdition
+from newsletter.store.subscribers import active_address_outside
 
 #: Called with the number of deliveries handled so far by this send (all its processes).
 Progress = Callable[[int], None]
@@ -70,15 +71,16 @@ def start_send(engine: Engine, stored: StoredEdition, *, built_now: bool = False
     return Ready(current, queued_now=queued_now, to_send=left, built_now=built_now)
 
 
-def check_sending(settings: Settings) -> tuple[Finding, ...]:
+def check_sending(engine: Engine, settings: Settings) -> tuple[Finding, ...]:
     """The sending policy: ConfigError on the first error of `check_settings`, else its warnings.
 
     Every send to subscribers passes here (`prepare_send`), so the CLI, the
     scheduler's job and the editor's "send now" refuse the same placeholders;
     `newsletter doctor` lists every finding of the same rule. Dry runs and test
-    sends do not come here: they may only warn.
+    sends do not come here: they may only warn. Whether the list holds a real
+    address decides whether a local send may still be a trial (`is_trial`).
     """
-    findings = check_settings(settings)
+    findings = check_settings(settings, real_recipient=real_recipient(engine, settings))
     errors = [finding for finding in findings if finding.severity is Severity.ERROR]
     if errors:
         first = errors[0]
@@ -89,13 +91,20 @@ def check_sending(settings: Settings) -> tuple[Finding, ...]:
     return findings
 
 
+def real_recipient(engine: Engine, settings: Settings) -> str | None:
+    """An active address outside the reserved names, looked up only when it matters."""
+    if not is_trial(settings):
+        return None  # in earnest already: the list cannot make it more so
+    return active_address_outside(engine, TEST_NAMES)
+
+
 def prepare_send(engine: Engine, settings: Settings, date: dt.date) -> NoArticles | SendStart:
     """The date's edition built (or reused) and, unless held or done, queued to go out.
 
     ConfigError, before anything is built or queued, when the sending policy refuses
     the settings (`check_sending`).
     """
-    check_sending(settings)
+    check_sending(engine, settings)
     prepared = prepare_edition(engine, settings, date)
     if isinstance(prepared, NoArticles):
         return prepared

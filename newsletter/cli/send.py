@@ -70,7 +70,7 @@ def send(
         print_warnings(check_settings(settings))  # a test send only warns
         _test_send(engine, settings, day_date, to)
         return
-    warnings = core.check_sending(settings)  # refuses placeholders in earnest
+    warnings = core.check_sending(engine, settings)  # refuses placeholders in earnest
     if not worker:
         print_warnings(warnings)
     start = core.prepare_send(engine, settings, day_date)

@@ -26,8 +26,8 @@ def run(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     require_secret_key(settings)
-    print_warnings(check_sending(settings))  # refuses placeholders in earnest, before starting
-    engine_of(settings)
+    engine = engine_of(settings)
+    print_warnings(check_sending(engine, settings))  # refuses placeholders in earnest, first
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, scheduler.stop_on_signal)
 

@@ -18,10 +18,10 @@ bounced address; only `set_status` (an explicit operator action) can.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, Row, delete, func, select, update
+from sqlalchemy import Engine, Row, delete, func, not_, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
@@ -128,6 +128,23 @@ def count_by_status(engine: Engine) -> dict[SubscriberStatus, int]:
         for status, number in rows:
             counts[SubscriberStatus(status)] = number
     return counts
+
+
+def active_address_outside(engine: Engine, names: Sequence[str]) -> str | None:
+    """One active subscriber's address whose domain is none of `names` (nor under one).
+
+    Whether a send could reach real people (`config.is_trial`): one indexed
+    scan that stops at the first such row, not a read of the whole list.
+    """
+    key = subscribers.c.email_key
+    tests = [key.like(f"%@{name}") for name in names] + [key.like(f"%.{name}") for name in names]
+    statement = (
+        select(subscribers.c.email)
+        .where(subscribers.c.status == SubscriberStatus.ACTIVE.value, not_(or_(*tests)))
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        return conn.execute(statement).scalar()
 
 
 def iter_subscribers(
