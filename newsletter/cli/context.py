@@ -19,7 +19,9 @@ err = Console(stderr=True)
 
 DateOption = Annotated[
     str | None,
-    typer.Option("--date", "-d", help="YYYY-MM-DD; default: today in NEWSLETTER_TIMEZONE."),
+    typer.Option(
+        "--date", "-d", metavar="YYYY-MM-DD", help="The day; default: today in NEWSLETTER_TIMEZONE."
+    ),
 ]
 
 

@@ -30,9 +30,9 @@ from newsletter.store.migrate import upgrade
 
 
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where the demo keeps its files.")] = Path(
-        "var/demo"
-    ),
+    workdir: Annotated[
+        Path, typer.Option(metavar="DIR", help="Where the demo keeps its files.")
+    ] = Path("var/demo"),
 ) -> None:
     """The `make demo` run: import the example list, capture SMTP locally, send the newest day.
 

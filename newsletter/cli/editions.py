@@ -48,9 +48,9 @@ def articles(ctx: typer.Context, date: DateOption = None) -> None:
 def preview(
     ctx: typer.Context,
     date: DateOption = None,
-    output: Annotated[Path, typer.Option(help="Directory for the preview files.")] = Path(
-        "var/preview"
-    ),
+    output: Annotated[
+        Path, typer.Option(metavar="DIR", help="Directory for the preview files.")
+    ] = Path("var/preview"),
 ) -> None:
     """Render the day's edition to files, exactly as a sample subscriber gets it.
 
@@ -90,7 +90,10 @@ def write_preview(engine: Engine, settings: Settings, day_date: dt.date, output:
 def status(
     ctx: typer.Context,
     date: Annotated[
-        str | None, typer.Option("--date", "-d", help="YYYY-MM-DD; default: the recent editions.")
+        str | None,
+        typer.Option(
+            "--date", "-d", metavar="YYYY-MM-DD", help="The day; default: the recent editions."
+        ),
     ] = None,
 ) -> None:
     """Show editions with their deliveries counted by status, and failed recipients.

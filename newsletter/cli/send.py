@@ -30,7 +30,10 @@ def send(
         bool, typer.Option("--dry-run", help="Build and check everything; send nothing.")
     ] = False,
     to: Annotated[
-        str | None, typer.Option("--to", help="Send a test of the real edition to this address.")
+        str | None,
+        typer.Option(
+            "--to", metavar="ADDRESS", help="Send a test of the real edition to this address."
+        ),
     ] = None,
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Re-render a stored edition that has not gone out.")

@@ -43,7 +43,9 @@ def run(ctx: typer.Context) -> None:
 
 def serve(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
+    ] = "127.0.0.1",
     port: Annotated[
         int, typer.Option(help="Port to listen on (0: any free one).", min=0, max=65535)
     ] = 8000,
@@ -125,9 +127,9 @@ def capture(
     port: Annotated[
         int, typer.Option(help="Port to listen on (127.0.0.1; 0: any free one).", min=0, max=65535)
     ] = 8025,
-    maildir: Annotated[Path, typer.Option(help="Maildir that keeps what arrives.")] = Path(
-        "var/maildir"
-    ),
+    maildir: Annotated[
+        Path, typer.Option(metavar="DIR", help="Maildir that keeps what arrives.")
+    ] = Path("var/maildir"),
 ) -> None:
     """Run a local SMTP server that keeps every message in a Maildir (for previews and tests).
 

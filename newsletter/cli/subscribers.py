@@ -21,7 +21,7 @@ def import_(
         Path, typer.Argument(help="CSV with an email column (see subscribers/README.md).")
     ],
     source: Annotated[
-        str | None, typer.Option(help="Where these came from; default: file name.")
+        str | None, typer.Option(metavar="TEXT", help="Where these came from; default: file name.")
     ] = None,
 ) -> None:
     """Import subscribers from a CSV file; invalid rows are reported, valid ones imported.
@@ -60,7 +60,7 @@ def export(
 def add(
     ctx: typer.Context,
     email: Annotated[str, typer.Argument(help="The address to add.")],
-    name: Annotated[str, typer.Option(help="The subscriber's name.")] = "",
+    name: Annotated[str, typer.Option(metavar="TEXT", help="The subscriber's name.")] = "",
 ) -> None:
     """Add one subscriber (active at once).
 
