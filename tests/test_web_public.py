@@ -524,6 +524,23 @@ def test_healthz_is_503_and_metrics_say_so_when_the_database_is_unreachable(clie
     assert "newsletter_database_up 0" in metrics.text.splitlines()
 
 
+def test_healthz_is_503_when_a_page_template_does_not_load(settings, tmp_path):
+    own = tmp_path / "own-templates"
+    (own / "web").mkdir(parents=True)
+    (own / "web" / "subscribe.html").write_text("{% block x %}never closed", encoding="utf-8")
+    broken = settings.model_copy(update={"templates_dir": own})
+    app = create_app(broken)
+    with TestClient(app, base_url="https://testserver", raise_server_exceptions=False) as client:
+        assert client.get("/subscribe").status_code == 500  # what a visitor would meet
+        answer = client.get("/healthz")
+    assert answer.status_code == 503 and answer.json()["templates"] == "broken"
+    [problem] = answer.json()["broken"]
+    assert problem.startswith("subscribe.html: TemplateSyntaxError")
+    (own / "web" / "subscribe.html").unlink()  # the built-in page again: healthy
+    with TestClient(create_app(broken), base_url="https://testserver") as client:
+        assert client.get("/healthz").status_code == 200
+
+
 def parse_metrics(text: str) -> dict[str, dict[tuple, float]]:
     """Parse the exposition strictly: HELP then TYPE before each family's samples."""
     families: dict[str, dict[tuple, float]] = {}

@@ -39,7 +39,13 @@ def scheduler_state(engine: Engine) -> tuple[str, float | None]:
 
 
 def healthz(request: Request) -> Response:
-    """200 with the database and scheduler states; 503 when the database does not answer."""
+    """200 with the database and scheduler states; 503 when the database does not answer
+    or a page template does not load (every page using it would answer 500)."""
+    broken = request.app.state.pages.broken()
+    if broken:
+        log.error("health check: page templates do not load: %s", "; ".join(broken))
+        body = {"database": "unknown", "templates": "broken", "broken": broken}
+        return JSONResponse(body, status_code=503, headers=_NO_CACHE)
     engine = request.app.state.engine
     try:
         stats.ping(engine)
