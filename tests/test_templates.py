@@ -18,6 +18,7 @@ from newsletter.errors import RenderError
 from newsletter.models import Article, Edition
 from newsletter.packaged import builtin_templates
 from newsletter.render import check_templates, render_edition
+from newsletter.store.migrate import upgrade
 from newsletter.web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +123,7 @@ def test_a_templates_folder_that_does_not_exist_is_an_error(tmp_path, elsewhere)
 
 
 def test_web_pages_come_from_the_package_or_the_operators_web_folder(tmp_path, elsewhere):
+    upgrade(make_settings(tmp_path).database_url)  # the site's database, as `init` makes it
     with TestClient(create_app(make_settings(tmp_path)), base_url="https://testserver") as client:
         for path in ("/subscribe", "/archive", "/editor/login"):
             assert client.get(path).status_code == 200, path
