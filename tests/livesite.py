@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from newsletter.capture import free_port
 from newsletter.config import Settings
+from newsletter.listen import listen
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -40,12 +40,11 @@ def serve(settings: Settings) -> Iterator[str]:
     """Run `create_app(settings)` under uvicorn; yields its base URL."""
     from newsletter.web import create_app
 
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
+    sock = listen("127.0.0.1", 0)  # bound here: no other process can take the port meanwhile
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
@@ -57,6 +56,7 @@ def serve(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()
 
 
 @contextmanager
