@@ -36,12 +36,18 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[str]:
-    """Run `create_app(settings)` under uvicorn; yields its base URL."""
+def serve(settings: Settings, *, own_url: bool = False) -> Iterator[str]:
+    """Run `create_app(settings)` under uvicorn; yields its base URL.
+
+    `own_url`: the app's BASE_URL becomes the URL it is served at (so emailed links
+    point at it); the caller makes the same copy of its settings from the URL.
+    """
     from newsletter.web import create_app
 
     sock = listen("127.0.0.1", 0)  # bound here: no other process can take the port meanwhile
-    port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    if own_url:
+        settings = settings.model_copy(update={"base_url": url})
     config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -52,7 +58,7 @@ def serve(settings: Settings) -> Iterator[str]:
             raise RuntimeError("the web app did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout=10)

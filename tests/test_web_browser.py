@@ -15,7 +15,6 @@ import pytest
 
 from newsletter import subscribers as subscriber_ops
 from newsletter.app import prepare_edition, send_edition
-from newsletter.capture import free_port
 from newsletter.config import Settings
 from newsletter.models import SubscriberStatus
 from newsletter.store import consent as consent_store
@@ -25,14 +24,10 @@ READER = "reader@example.com"
 
 
 @pytest.fixture
-def live(settings, monkeypatch) -> Iterator[tuple[Settings, str]]:
-    """The app served on a port chosen first, so BASE_URL (and every emailed link) points at it."""
-    port = free_port()
-    monkeypatch.setattr(livesite, "free_port", lambda: port)
-    live_settings = settings.model_copy(update={"base_url": f"http://127.0.0.1:{port}"})
-    with livesite.serve(live_settings) as url:
-        assert url == live_settings.base_url
-        yield live_settings, url
+def live(settings) -> Iterator[tuple[Settings, str]]:
+    """The app served with BASE_URL at its own address, so every emailed link points at it."""
+    with livesite.serve(settings, own_url=True) as url:
+        yield settings.model_copy(update={"base_url": url}), url
 
 
 def send_in_thread(engine, settings: Settings, date: dt.date) -> None:
