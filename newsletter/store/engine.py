@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -252,12 +254,28 @@ def lock_wait(seconds: float) -> Iterator[None]:
 
 def _sqlite_pragmas(dbapi_connection, record) -> None:  # noqa: ANN001 (DB-API objects)
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    _switch_to_wal(cursor, deadline=time.monotonic() + BUSY_TIMEOUT_SECONDS)
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
     record.info["busy_timeout"] = BUSY_TIMEOUT_SECONDS
+
+
+def _switch_to_wal(cursor, *, deadline: float) -> None:  # noqa: ANN001 (a DB-API cursor)
+    """`PRAGMA journal_mode=WAL`, waiting (up to `deadline`) for a lock another process holds.
+
+    SQLite answers "database is locked" at once, without its busy handler, when a
+    new database's first writer (a racing `init`) holds the lock the switch needs.
+    """
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _sqlite_lock_wait(dbapi_connection, record, _proxy) -> None:  # noqa: ANN001 (DB-API objects)

@@ -30,7 +30,7 @@ from sqlalchemy import (
 # The schema revision these tables are: the migrations' head. Opening a database checks it
 # against this constant rather than loading the migration scripts (Alembic costs every
 # command a few hundred milliseconds to import); a test keeps the two equal.
-REVISION = "0002"
+REVISION = "0003"
 
 metadata = MetaData()
 
@@ -54,6 +54,10 @@ subscribers = Table(
     Column("consent_at", DateTime()),
     Column("consent_ip", String(64)),
     Column("consent_user_agent", String(500)),
+    # The nonce of the one confirmation link that may still confirm this sign-up: each
+    # confirmation email gets a new one (older links stop working) and confirming clears it,
+    # so a link works once. NULL when no confirmation is outstanding.
+    Column("confirm_nonce", String(64)),
 )
 
 editions = Table(
@@ -117,4 +121,35 @@ locks = Table(
     Column("holder", String(200), nullable=False),
     Column("acquired_at", DateTime(), nullable=False),
     Column("heartbeat_at", DateTime(), nullable=False),
+)
+
+# Sign-up requests that were let through, for the limits per client address, per recipient
+# domain and overall (`signup.SignupLimits`); rows older than a day are pruned.
+signup_requests = Table(
+    "signup_requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime(), nullable=False, index=True),
+    Column("client", String(64), nullable=False),
+    Column("domain", String(255), nullable=False),
+    Index("ix_signup_requests_client", "client", "at"),
+    Index("ix_signup_requests_domain", "domain", "at"),
+)
+
+# Editor sessions, server-side: the cookie holds a random id and only its SHA-256 is
+# stored, so a copy of this table opens nothing. A session ends when its row goes
+# (logout, "log out everywhere"), at `expires_at` (absolute, never extended), or when the
+# editor password no longer matches `password_mark` (a keyed hash of the password it
+# was opened with).
+editor_sessions = Table(
+    "editor_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("created_at", DateTime(), nullable=False),
+    Column("expires_at", DateTime(), nullable=False, index=True),
+    Column("password_mark", String(64), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("data", Text, nullable=False, default="{}"),  # JSON: the flash messages
+    Column("client", String(64), nullable=False, default=""),
+    Column("user_agent", String(300), nullable=False, default=""),
 )
