@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from newsletter.config import Settings, require_secret_key
+from newsletter.config import Settings
 from newsletter.message import assemble_message
 from newsletter.models import Recipient, RenderedEdition
 from newsletter.personalize import Slots, personalize_encoded
-from newsletter.tokens import Signer, unsubscribe_links
+from newsletter.tokens import Signer, signer_for, unsubscribe_links
 
 
 def compose_message(
@@ -31,7 +31,7 @@ def compose_message(
     stamped with `date`, so given all three (and a fixed slot token) the bytes are stable:
     the golden .eml tests rely on it.
     """
-    signer = signer or Signer(require_secret_key(settings))
+    signer = signer or signer_for(settings)
     https_url, mailto_url = unsubscribe_links(
         signer,
         base_url=settings.base_url,

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # No default: a built-in secret would be public, and anyone could sign an editor session
     # or an unsubscribe link with it. `require_secret_key` refuses a missing or weak one.
     secret_key: SecretStr | None = None
+    # After rotating SECRET_KEY: the old ones (comma- or space-separated), so links in
+    # emails already sent (unsubscribe above all) keep working. Nothing is signed with them.
+    previous_secret_keys: SecretStr = SecretStr("")
     unsubscribe_mailto: str = ""  # default: unsubscribe@<domain of FROM_ADDRESS>
     editor_password: SecretStr = SecretStr("")  # empty: the editor pages refuse every login
     signup_expiry_hours: int = Field(48, ge=1)  # unconfirmed sign-ups are forgotten after this
@@ -185,6 +188,11 @@ class Settings(BaseSettings):
     def list_id(self) -> str:
         slug = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "newsletter"
         return f"{slug}.{self.sender_domain}"
+
+    @property
+    def previous_secrets(self) -> tuple[str, ...]:
+        """PREVIOUS_SECRET_KEYS as a list, for reading tokens issued before a rotation."""
+        return tuple(_split(self.previous_secret_keys.get_secret_value().replace(" ", ",")))
 
     @property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

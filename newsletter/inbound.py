@@ -70,8 +70,9 @@ MAX_MIME_BOUNDARIES = 20  # a mail client nests 2 or 3 multiparts; more is not a
 MAX_PARTS = 50  # parts looked at for a text body
 MAX_BODY_CHARS = 20_000  # of each text part searched for a token
 POISON_FOLDER = ".poison"  # Maildir++ subfolder of the Maildir: unreadable messages
-# An itsdangerous URL-safe timed token: [.]payload.timestamp.signature (a leading dot: compressed).
-_TOKEN = r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+"
+# A sealed token (`tokens.VERSION` and URL-safe base64), or one from before sealed tokens
+# (itsdangerous: [.]payload.timestamp.signature, a leading dot when compressed).
+_TOKEN = r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+|s[A-Za-z0-9_-]{20,2000}"
 _REQUEST = re.compile(rf"\bunsubscribe[\s:]+({_TOKEN})", re.IGNORECASE)
 _BOUNDARY = re.compile(rb"boundary\*?[0-9]*\*?\s*=", re.IGNORECASE)
 

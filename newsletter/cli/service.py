@@ -104,11 +104,11 @@ def inbound(
     Example: newsletter inbound --maildir /var/mail/unsubscribe
     """
     from newsletter.inbound import InboundStatus, process_maildir, process_stream
-    from newsletter.tokens import Signer
+    from newsletter.tokens import signer_for
 
     settings = settings_of(ctx)
     engine = engine_of(settings)
-    signer = Signer(require_secret_key(settings))
+    signer = signer_for(settings)
     if maildir is None:
         results = [process_stream(engine, signer)]
     else:

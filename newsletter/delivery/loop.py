@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from newsletter.compose import compose_message, delivery_message_id
-from newsletter.config import Settings, require_secret_key
+from newsletter.config import Settings
 from newsletter.delivery.protocols import Ledger, Mailer, MailerFactory
 from newsletter.delivery.recorder import GroupCommit
 from newsletter.delivery.retry import (
@@ -74,7 +74,7 @@ from newsletter.models import DeliveryStatus, Outcome, Recipient
 from newsletter.store.deliveries import DeliveryRecord
 from newsletter.store.editions import StoredEdition
 from newsletter.store.engine import utcnow
-from newsletter.tokens import Signer
+from newsletter.tokens import signer_for
 
 log = logging.getLogger("newsletter.sender")
 
@@ -138,7 +138,7 @@ class SendLoop:
         self.on_result = on_result or (lambda status, email: None)
         self.clock = clock
         self.cleanup_seconds = CLEANUP_SECONDS if cleanup_seconds is None else cleanup_seconds
-        self.signer = Signer(require_secret_key(settings))
+        self.signer = signer_for(settings)
         self.limiter = RateLimiter(settings.rate_limit, clock)
         self.relay = RelayWatch(settings, clock)
         self.store = StoreWatch(settings.store_retry_window, clock=clock)

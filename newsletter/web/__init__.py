@@ -24,7 +24,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from newsletter.config import Settings, require_secret_key
 from newsletter.store.engine import open_engine
-from newsletter.tokens import Signer
+from newsletter.tokens import signer_for
 from newsletter.web import editor, public
 from newsletter.web.pages import Pages
 from newsletter.web.proxy import ProxyHeaders
@@ -56,6 +56,6 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     app.state.engine = open_engine(settings.database_url)
-    app.state.signer = Signer(secret)
+    app.state.signer = signer_for(settings)
     app.state.pages = Pages(settings)
     return app
