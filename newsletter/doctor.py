@@ -256,6 +256,9 @@ def check_database(settings: Settings) -> list[Finding]:
     try:
         name = database_name(engine)
         ping(engine)
+        schema = check_schema_version(engine)
+        if schema.severity is Severity.ERROR:  # behind: tables a later revision adds are missing
+            return [schema]
         missing = store_probe.missing_tables(engine)
         if missing:
             return [
@@ -272,7 +275,7 @@ def check_database(settings: Settings) -> list[Finding]:
             Finding(
                 Severity.OK, "database", f"{name}: reachable, writable, {active} active subscribers"
             ),
-            check_schema_version(engine),
+            schema,
         ]
     finally:
         engine.dispose()

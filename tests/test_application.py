@@ -23,7 +23,7 @@ from newsletter import subscribers as subscriber_ops
 from newsletter.app.preview import CHANGED_NOTE
 from newsletter.models import EditionStatus
 from newsletter.store import editions as edition_store
-from newsletter.store.engine import open_engine
+from newsletter.store.engine import connect, open_engine
 from newsletter.store.migrate import upgrade
 from newsletter.store.schema import editions
 
@@ -249,8 +249,9 @@ def test_warnings_and_skipped_files_are_stored_with_the_edition(settings, engine
 
 
 def test_an_edition_stored_before_the_new_columns_still_previews(settings, new_database_url):
-    url = new_database_url("old")
-    engine = open_engine(url)
+    url = new_database_url("old", empty=True)
+    upgrade(url, to="0002")  # the newest schema from before the edition columns mattered
+    engine = connect(url, creating=False)
     old = settings.model_copy(update={"database_url": url})
     core.prepare_edition(engine, old, DAY)
     with engine.begin() as conn:  # as a database made by the previous version, before migrations
