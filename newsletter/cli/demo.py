@@ -26,7 +26,6 @@ from newsletter.delivery import SendSummary
 from newsletter.errors import InputError
 from newsletter.packaged import sample_site
 from newsletter.store.engine import open_engine
-from newsletter.store.migrate import upgrade
 
 
 def demo(
@@ -61,6 +60,8 @@ def demo(
             rate_limit=0,
             secret_key=secrets.token_urlsafe(32),  # the demo's own: nothing it signs outlives it
         )
+        from newsletter.store.migrate import upgrade  # Alembic: only when asked
+
         upgrade(settings.database_url)  # the demo's own database, made the way `init` makes one
         engine = open_engine(settings.database_url)
         report = subscriber_ops.import_csv(engine, example_list)

@@ -29,7 +29,6 @@ from newsletter.config import load_settings
 from newsletter.errors import InputError
 from newsletter.logs import configure_logging
 from newsletter.packaged import builtin_templates, sample_site
-from newsletter.store.migrate import upgrade
 
 KEEP_HINT = "use --force to replace it"
 
@@ -79,6 +78,8 @@ def init(
     settings = load_settings(_env_file=directory / ".env")
     configure_logging(settings.log_level, settings.log_format)
     url = site_database_url(settings.database_url, directory)
+    from newsletter.store.migrate import upgrade  # Alembic: only when asked
+
     done = upgrade(url)
     _say(f"database ready: {done.database} ({done.describe()})")
     if directory != Path("."):
