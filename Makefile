@@ -25,10 +25,13 @@ system-deps:
 
 # DB=postgresql runs the whole suite against a throwaway PostgreSQL 15 cluster instead.
 DB ?= sqlite
+# Test files run in WORKERS processes (pytest-xdist; each file stays in one process, so a
+# module's servers start once). Much of the suite waits on subprocesses, locks and sockets.
+WORKERS ?= 2
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check newsletter tests
-	$(BIN)/pytest -q --db=$(DB)
+	$(BIN)/pytest -q --db=$(DB) -n $(WORKERS) --dist loadfile
 
 # The benchmark (see BENCHMARKS.md): about 10 minutes; bench-quick proves it works in < 1.
 .PHONY: bench bench-quick

@@ -257,9 +257,10 @@ def check_database(settings: Settings) -> list[Finding]:
         name = database_name(engine)
         ping(engine)
         schema = check_schema_version(engine)
-        if schema.severity is Severity.ERROR:  # behind: tables a later revision adds are missing
-            return [schema]
         missing = store_probe.missing_tables(engine)
+        empty = len(missing) == len(store_probe.metadata.tables)
+        if schema.severity is Severity.ERROR and not empty:  # a later revision's tables missing
+            return [schema]
         if missing:
             return [
                 Finding(
