@@ -230,6 +230,12 @@ def test_the_wheel_holds_the_templates_samples_and_env_example(installed):
         assert data_files == set(expected)
         for name, source in expected.items():
             assert wheel.read(name) == source.read_bytes(), f"{name} differs from {source}"
+        # the migrations, and the template a new revision is written from
+        migrations = ROOT / "newsletter" / "store" / "migrations"
+        shipped = {path.relative_to(ROOT).as_posix() for path in migrations.rglob("*")}
+        shipped = {name for name in shipped if name.endswith((".py", ".mako"))}
+        assert "newsletter/store/migrations/script.py.mako" in shipped
+        assert shipped <= names, sorted(shipped - names)
 
 
 def test_the_readme_commands_work_in_an_empty_folder(installed):
