@@ -70,7 +70,8 @@ def test_rotating_forwarded_for_from_a_trusted_proxy_buys_no_more_guesses(settin
 def test_rotating_forwarded_for_from_an_untrusted_peer_counts_as_one_client(settings):
     """Attack: the same rotating `X-Forwarded-For`, sent at once, from a peer nobody
     trusts: the header is ignored and the per-client limit holds, even concurrently."""
-    with serve(editor_settings(settings)) as url:
+    web = editor_settings(settings, editor_password=SecretStr(fast_pbkdf2(PASSWORD)))
+    with serve(web) as url:
         codes = asyncio.run(guesses(url, 30, forwarded_for=True))
     assert set(codes) <= {401, 429}
     assert codes.count(401) <= 10 and codes.count(429) >= 20

@@ -20,6 +20,7 @@ from webeditor import PASSWORD, editor_settings
 from newsletter.store.engine import utcnow
 from newsletter.store.schema import editor_sessions
 from newsletter.web import create_app
+from newsletter.web.editor_auth import LoginThrottle
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -188,21 +189,44 @@ def test_a_session_store_that_cannot_be_read_is_a_clear_503(client, engine):
     assert client.get("/archive").status_code == 200  # without one, no query at all
 
 
-def test_a_page_with_a_form_sets_the_form_cookie_once(client):
-    first = client.get("/subscribe")
-    assert "newsletter_form" in set_cookies(first)
-    assert first.headers["cache-control"] == "private, no-store"
-    second = client.get("/subscribe")
-    assert "set-cookie" not in second.headers
-    assert _CSRF.search(first.text).group(1) == _CSRF.search(second.text).group(1)
-
-
-def test_a_form_token_needs_its_own_cookie(settings):
+def test_the_form_cookie_is_set_once_and_its_token_is_good_only_with_it(settings):
     with app_client(settings) as one, app_client(settings) as two:
-        token = token_of(one, "/editor/login")
+        first = one.get("/subscribe")
+        assert "newsletter_form" in set_cookies(first)
+        assert first.headers["cache-control"] == "private, no-store"
+        second = one.get("/subscribe")
+        assert "set-cookie" not in second.headers
+        token = _CSRF.search(first.text).group(1)
+        assert _CSRF.search(second.text).group(1) == token
         two.get("/editor/login")  # a form cookie of its own
         refused = two.post("/editor/login", data={"csrf_token": token, "password": PASSWORD})
         assert refused.status_code == 403
     with app_client(settings) as fresh:  # no cookie at all
         refused = fresh.post("/editor/login", data={"csrf_token": token, "password": PASSWORD})
         assert refused.status_code == 403
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_throttle_lets_the_editor_in_again_once_the_window_passes():
+    clock = Clock()
+    throttle = LoginThrottle(per_client=3, overall=5, window=600, concurrent=1, clock=clock)
+    first = throttle.admit("198.51.100.7", None)
+    assert first.wait == 0
+    assert throttle.admit("198.51.100.8", None).busy  # one check at a time, overall
+    throttle.finished(first, ok=False)
+    for _ in range(2):
+        throttle.finished(throttle.admit("198.51.100.7", None), ok=False)
+    assert throttle.admit("198.51.100.7", None).wait == 600  # recorded before any check
+    throttle.finished(throttle.admit("198.51.100.8", None), ok=False)
+    throttle.finished(throttle.admit("198.51.100.9", None), ok=False)
+    assert throttle.admit("198.51.100.10", None).wait == 600  # the overall cap: 5
+    assert throttle.admit("198.51.100.10", "device-id").wait == 0  # a device is apart
+    clock.now += 600
+    assert throttle.admit("198.51.100.7", None).wait == 0

@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter.config import Settings
 from newsletter.errors import StoreError
+from newsletter.hygiene import one_line
 from newsletter.logs import event
 from newsletter.store import sessions as session_store
 from newsletter.store.engine import utcnow
@@ -118,7 +119,7 @@ async def open_session(request: Request) -> None:
             password_mark=password_mark(app.signer, state.settings),
             csrf=secrets.token_urlsafe(32),
             client=client_address(request),
-            user_agent=request.headers.get("user-agent", ""),
+            user_agent=one_line(request.headers.get("user-agent", "")),
         )
     )
     state.data.clear()
