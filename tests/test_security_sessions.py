@@ -8,9 +8,7 @@ concurrent guesses are sent with httpx's AsyncClient, all at once.
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import hashlib
 import re
 
 import httpx
@@ -23,16 +21,9 @@ from newsletter import subscribers as subscriber_ops
 from newsletter.app import prepare_edition, send_edition
 from newsletter.store.engine import utcnow
 from newsletter.store.schema import editor_sessions
+from newsletter.web.security import hash_password
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-def fast_pbkdf2(password: str, iterations: int = 20_000) -> str:
-    """A `pbkdf2_sha256$…` setting, cheaper than the default so 120 checks stay quick."""
-    salt = b"0123456789abcdef"
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    encode = base64.urlsafe_b64encode
-    return f"pbkdf2_sha256${iterations}${encode(salt).decode()}${encode(digest).decode()}"
 
 
 async def guesses(url: str, count: int, *, forwarded_for: bool) -> list[int]:
@@ -70,7 +61,7 @@ def test_rotating_forwarded_for_from_a_trusted_proxy_buys_no_more_guesses(settin
 def test_rotating_forwarded_for_from_an_untrusted_peer_counts_as_one_client(settings):
     """Attack: the same rotating `X-Forwarded-For`, sent at once, from a peer nobody
     trusts: the header is ignored and the per-client limit holds, even concurrently."""
-    web = editor_settings(settings, editor_password=SecretStr(fast_pbkdf2(PASSWORD)))
+    web = editor_settings(settings, editor_password=SecretStr(hash_password(PASSWORD)))
     with serve(web) as url:
         codes = asyncio.run(guesses(url, 30, forwarded_for=True))
     assert set(codes) <= {401, 429}
@@ -80,7 +71,7 @@ def test_rotating_forwarded_for_from_an_untrusted_peer_counts_as_one_client(sett
 def test_concurrent_guesses_with_a_pbkdf2_password_are_not_all_evaluated(settings):
     """Attack: "120 concurrent guesses with a pbkdf2 password are all evaluated (the
     throttle is checked before the awaited check and recorded after it)"."""
-    web = editor_settings(settings, editor_password=SecretStr(fast_pbkdf2(PASSWORD)))
+    web = editor_settings(settings, editor_password=SecretStr(hash_password(PASSWORD)))
     with serve(web) as url:
         codes = asyncio.run(guesses(url, 120, forwarded_for=False))
     assert set(codes) <= {401, 429}
