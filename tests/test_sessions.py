@@ -20,7 +20,7 @@ from webeditor import PASSWORD, editor_settings
 from newsletter.store.engine import utcnow
 from newsletter.store.schema import editor_sessions
 from newsletter.web import create_app
-from newsletter.web.editor_auth import LoginThrottle
+from newsletter.web.login_throttle import LoginThrottle
 
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 

@@ -8,6 +8,7 @@
                  test send, edition controls, subscribers
     security.py  the editor password check, CSRF tokens, the editor-only guard
     sessions.py  server-side editor sessions and every cookie the site sets
+    login_throttle.py  attempts counted per client, per device and overall
     pages.py     rendering the HTML pages (Jinja2, autoescaped) from templates/web/
     proxy.py     the client's address and scheme (TRUSTED_PROXIES), one rule for all
 

@@ -11,23 +11,25 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from newsletter.errors import StoreError
 from newsletter.tokens import Purpose
-from newsletter.web.editor_common import log_action, page, redirect
+from newsletter.web.editor_common import log_action, message_page, page, redirect
+from newsletter.web.login_throttle import throttle_of
 from newsletter.web.proxy import client_address
 from newsletter.web.security import check_csrf, check_password, editor_only, is_editor
 from newsletter.web.sessions import end_every_session, end_session, open_session, state_of
 
 HOME = "/editor"
+STORE_DOWN = (
+    "The database did not answer, so nothing changed: try again in a minute "
+    "(or run `newsletter logout-everywhere` on the server)."
+)
 NO_PASSWORD = (
     "Editor logins are switched off: no editor password is set. Set "
     "NEWSLETTER_EDITOR_PASSWORD in .env or the environment (best as a hash: run "
@@ -54,98 +56,6 @@ def safe_next(value: str | None) -> str:
 
 DEVICE_COOKIE = "newsletter_device"
 DEVICE_MAX_AGE = 365 * 24 * 3600
-
-
-@dataclass
-class Admission:
-    """The outcome of `LoginThrottle.admit`: evaluate the password, or wait `wait` seconds."""
-
-    wait: float
-    key: str = ""
-    overall: bool = False  # counted against the overall cap (no device cookie)
-    busy: bool = False  # refused because enough passwords are being checked right now
-
-
-@dataclass
-class LoginThrottle:
-    """Login attempts, counted before they are evaluated, per client and overall.
-
-    * Every attempt is recorded by `admit` *before* the password is checked, in
-      one synchronous call (no await between the check and the record: the
-      event loop runs nothing else meanwhile), so 100 concurrent guesses cannot
-      all pass a check none of them has been recorded in yet.
-    * Per client (`proxy.client_address`): at most `per_client` attempts in
-      `window` seconds; a success forgets that client's count.
-    * Overall: at most `overall` attempts per window from all clients together,
-      and at most `concurrent` password checks at once, so forged or rotating
-      addresses buy no more guesses (nor pbkdf2 CPU time) than that.
-    * A browser that logged in before carries a signed device cookie (OWASP's
-      "device cookie" pattern): its attempts are counted per device, and not
-      against the per-client or overall counts an attacker fills, so guessing
-      from the editor's own network or proxy does not lock the editor out.
-
-    Kept in memory (one server process): a restart forgets it, which only helps
-    the real editor. The dict stays bounded: only admitted attempts are
-    recorded, at most `overall` per window besides devices, and stale keys go.
-    """
-
-    per_client: int = 10
-    overall: int = 30
-    window: float = 600.0
-    concurrent: int = 2
-    clock: Callable[[], float] = time.monotonic
-    attempts: dict[str, deque[float]] = field(default_factory=dict)
-    everyone: deque[float] = field(default_factory=deque)
-    running: int = 0
-
-    def admit(self, client: str, device: str | None) -> Admission:
-        """Record an attempt now and say whether to evaluate it (wait 0) or refuse it."""
-        now = self.clock()
-        key = f"device:{device}" if device else f"client:{client}"
-        mine = self._recent(key, now)
-        if len(mine) >= self.per_client:
-            return Admission(self.window - (now - mine[0]))
-        if device is None:
-            while self.everyone and now - self.everyone[0] >= self.window:
-                self.everyone.popleft()
-            if len(self.everyone) >= self.overall:
-                return Admission(self.window - (now - self.everyone[0]))
-            if self.running >= self.concurrent:
-                return Admission(1.0, busy=True)
-            self.everyone.append(now)
-            self.running += 1
-        mine.append(now)
-        self.attempts[key] = mine
-        return Admission(0.0, key, overall=device is None)
-
-    def finished(self, admission: Admission, *, ok: bool) -> None:
-        """The password was checked: free its slot; a success forgets its key's count."""
-        if admission.overall:
-            self.running -= 1
-        if ok:
-            self.attempts.pop(admission.key, None)
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        if len(self.attempts) > 2 * self.overall + 1000:  # sweep keys whose window passed
-            stale = [k for k, times in self.attempts.items() if now - times[-1] >= self.window]
-            for old in stale:
-                del self.attempts[old]
-        mine = self.attempts.get(key, deque())
-        while mine and now - mine[0] >= self.window:
-            mine.popleft()
-        return mine
-
-
-def throttle_of(request: Request) -> LoginThrottle:
-    state = request.app.state
-    if getattr(state, "login_throttle", None) is None:
-        settings = state.settings
-        state.login_throttle = LoginThrottle(
-            per_client=settings.login_attempts_per_client,
-            overall=settings.login_attempts_overall,
-            window=settings.login_window_minutes * 60,
-        )
-    return state.login_throttle
 
 
 def device_of(request: Request) -> str | None:
@@ -209,7 +119,11 @@ async def login(request: Request) -> Response:
     if not ok:
         log_action(request, "login", "wrong password")
         return _form(request, target, error="Wrong password.", status_code=401)
-    await open_session(request)  # a new id, a new row, a new CSRF token
+    try:
+        await open_session(request)  # a new id, a new row, a new CSRF token
+    except StoreError as exc:
+        log_action(request, "login", "session not stored", error=exc.message)
+        return _form(request, target, error=STORE_DOWN, status_code=503)
     _device_cookie(request)
     log_action(request, "login", "ok")
     return redirect(target)
@@ -233,7 +147,11 @@ async def logout(request: Request) -> Response:
 
     The row is deleted: a copy of the cookie, anywhere, opens nothing after this.
     """
-    await end_session(request)
+    try:
+        await end_session(request)
+    except StoreError as exc:
+        log_action(request, "logout", "session not deleted", error=exc.message)
+        return message_page(request, "Not logged out", STORE_DOWN, 503)
     log_action(request, "logout", "ok")
     return redirect("/editor/login")
 
@@ -241,6 +159,10 @@ async def logout(request: Request) -> Response:
 @editor_only
 async def logout_everywhere(request: Request) -> Response:
     """End every editor session, on every browser, this one included (POST, CSRF)."""
-    ended = await end_every_session(request)
+    try:
+        ended = await end_every_session(request)
+    except StoreError as exc:
+        log_action(request, "logout_everywhere", "sessions not deleted", error=exc.message)
+        return message_page(request, "Sessions not ended", STORE_DOWN, 503)
     log_action(request, "logout_everywhere", "ok", sessions=ended)
     return redirect("/editor/login")
