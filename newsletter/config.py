@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     editor_password: SecretStr = SecretStr("")  # empty: the editor pages refuse every login
     signup_expiry_hours: int = Field(48, ge=1)  # unconfirmed sign-ups are forgotten after this
 
+    # Editor sessions and the login throttle (web/sessions.py, web/editor_auth.py)
+    editor_session_hours: float = Field(12.0, gt=0, le=24 * 31)  # from login; never slides
+    login_attempts_per_client: int = Field(10, ge=1)  # per address (or device) per window
+    login_attempts_overall: int = Field(30, ge=1)  # all clients without a device cookie
+    login_window_minutes: float = Field(10.0, gt=0)
+
     # When and how fast
     send_time: str = "07:00"
     timezone: str = "UTC"

@@ -48,7 +48,9 @@ def serve(settings: Settings, *, own_url: bool = False) -> Iterator[str]:
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     if own_url:
         settings = settings.model_copy(update={"base_url": url})
-    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+    # proxy_headers=False as `newsletter serve` has it: X-Forwarded-* are the app's to judge.
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", proxy_headers=False, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

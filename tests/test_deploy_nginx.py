@@ -242,9 +242,9 @@ def test_through_nginx_the_client_is_who_nginx_saw_cookies_are_secure_and_one_cl
             wait_listening(https_port, folder)
             with client_from(CLIENT_ADDRESS, public, cert) as browser:
                 form = sign_up_and_confirm(browser, smtp_server, "ann@example.com")
-            # The session cookie, set over https through nginx, is Secure.
+            # The form cookie, set over https through nginx, is Secure.
             cookie = form.headers["set-cookie"]
-            assert cookie.startswith("newsletter_session=") and "secure" in cookie.lower()
+            assert cookie.startswith("newsletter_form=") and "secure" in cookie.lower()
             # nginx saw 127.0.0.2; the app recorded that, not the spoof nor nginx itself.
             assert consent_ip(cli_env, "ann@example.com") == CLIENT_ADDRESS
 

@@ -7,8 +7,10 @@ Screenshots of both widths are kept in test-artifacts/ for people to look at.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
-from livesite import artifact, browser_context, serve
+import pytest
+from livesite import CHROMIUM, CHROMIUM_FLAGS, artifact, browser_context, serve
 from webeditor import PASSWORD, editor_settings
 
 DAY = dt.date(2026, 11, 25)
@@ -64,3 +66,39 @@ def test_editor_previews_at_phone_and_desktop_then_sends_a_test(settings, smtp_s
     assert smtp_server.recipients() == ["editor@example.net"]
     message = smtp_server.received[0].message
     assert str(message["Subject"]) == subject
+
+
+def test_a_session_cookie_copied_before_logout_opens_nothing_in_another_browser(settings):
+    """The session ends on the server: a cookie copied out of one Chromium context
+    before logging out opens no editor page in another context afterwards."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with serve(editor_settings(settings)) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            first, second = browser.new_context(), browser.new_context()
+            page = first.new_page()
+            page.goto(f"{url}/editor/login")
+            page.fill("#password", PASSWORD)
+            page.click("button:has-text('Log in')")
+            page.wait_for_url(f"{url}/editor")
+            copied = [c for c in first.cookies() if c["name"] == "newsletter_session"]
+            assert len(copied) == 1 and copied[0]["httpOnly"] and copied[0]["sameSite"] == "Strict"
+
+            second.add_cookies(copied)
+            other = second.new_page()
+            other.goto(f"{url}/editor")
+            assert other.url == f"{url}/editor"  # the copy works while the session lives
+
+            page.click("button:has-text('Log out')")
+            page.wait_for_url(f"{url}/editor/login")
+
+            other.goto(f"{url}/editor/subscribers")
+            assert "/editor/login" in other.url
+            assert other.locator("#password").count() == 1
+        finally:
+            browser.close()

@@ -159,6 +159,6 @@ def test_https_from_a_trusted_proxy_makes_the_session_cookie_secure(
     with app_client(settings, peer, base="http://testserver", **changes) as client:
         answer = client.get("/subscribe", headers={"X-Forwarded-Proto": "https"})
     cookie = answer.headers["set-cookie"]
-    assert cookie.startswith("newsletter_session=")
+    assert cookie.startswith("newsletter_form=")
     assert ("; secure" in cookie.lower()) is secure
     assert cookie.lower().count("secure") <= 1

@@ -323,15 +323,15 @@ def check_pages(base: str, site: Path, log: Path) -> None:
         for path in public:
             response = client.get(path)
             assert response.status_code == 200, f"{path}: {response.status_code}\n{log.read_text()}"
-        # BASE_URL is https, so the session cookie is Secure: carry it by hand over http
+        # BASE_URL is https, so the cookies are Secure: carry them by hand over http
         form = client.get("/editor/login")
-        cookie = form.cookies["newsletter_session"]
+        cookie = form.cookies["newsletter_form"]
         token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
         assert token, form.text
         login = client.post(
             "/editor/login",
             data={"password": OPERATOR["NEWSLETTER_EDITOR_PASSWORD"], "csrf_token": token[1]},
-            headers={"Cookie": f"newsletter_session={cookie}"},
+            headers={"Cookie": f"newsletter_form={cookie}"},
         )
         assert login.status_code in (302, 303), f"login: {login.status_code}\n{login.text}"
         session = {"Cookie": f"newsletter_session={login.cookies['newsletter_session']}"}

@@ -8,6 +8,7 @@
     service.py      run (the scheduler), serve, capture, inbound, hash-password
     doctor.py       doctor (the pre-flight checks before the first real send)
     demo.py         demo (what `make demo` runs)
+    sessions.py     logout-everywhere (end every editor session)
 
 Every command is registered below, in one list. The decisions are the
 application layer's (`newsletter.app`); commands turn its outcomes into lines
@@ -28,7 +29,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from newsletter.cli import demo, doctor, editions, send, service, setup, subscribers
+from newsletter.cli import demo, doctor, editions, send, service, sessions, setup, subscribers
 from newsletter.cli.context import console, err
 from newsletter.errors import NewsletterError
 
@@ -118,6 +119,7 @@ command()(editions.retry)
 command()(service.run)
 command()(service.serve)
 command("hash-password")(service.hash_password)
+command("logout-everywhere")(sessions.logout_everywhere)
 command()(service.inbound)
 command()(service.capture)
 command()(doctor.doctor)

@@ -6,7 +6,9 @@
     ops.py       /healthz and /metrics for operators
     editor.py    the editors' pages behind a login (editor_*.py): dates, preview,
                  test send, edition controls, subscribers
-    security.py  the editor login, the signed session cookie and CSRF tokens
+    security.py  the editor password check, CSRF tokens, the editor-only guard
+    sessions.py  server-side editor sessions and every cookie the site sets
+    login_throttle.py  attempts counted per client, per device and overall
     pages.py     rendering the HTML pages (Jinja2, autoescaped) from templates/web/
     proxy.py     the client's address and scheme (TRUSTED_PROXIES), one rule for all
 
@@ -20,7 +22,6 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 
 from newsletter.config import Settings, require_secret_key
 from newsletter.store.engine import open_engine
@@ -28,6 +29,7 @@ from newsletter.tokens import signer_for
 from newsletter.web import editor, public
 from newsletter.web.pages import Pages
 from newsletter.web.proxy import ProxyHeaders
+from newsletter.web.sessions import SessionCookies
 
 
 @asynccontextmanager
@@ -37,21 +39,15 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> Starlette:
-    secret = require_secret_key(settings)  # signs sessions, CSRF and links: never a weak one
+    require_secret_key(settings)  # the root of the session, form and link keys: never a weak one
     app = Starlette(
         routes=[*public.ROUTES, *editor.ROUTES],
         lifespan=_lifespan,
         middleware=[
             # Outermost: every later layer sees the client and scheme by the one rule.
             Middleware(ProxyHeaders, trusted=settings.trusted_networks),
-            Middleware(
-                SessionMiddleware,
-                secret_key=secret,
-                session_cookie="newsletter_session",
-                max_age=12 * 3600,
-                same_site="strict",
-                https_only=settings.base_url.startswith("https://"),
-            ),
+            # Editor sessions from the database (`request.session`) and every cookie set.
+            Middleware(SessionCookies, settings=settings),
         ],
     )
     app.state.settings = settings

@@ -31,6 +31,12 @@ ROUTES: list[Route] = [
     Route("/editor", pages.dashboard, name="editor_dashboard"),
     Route("/editor/login", auth.login, methods=["GET", "POST"], name="editor_login"),
     Route("/editor/logout", auth.logout, methods=["POST"], name="editor_logout"),
+    Route(
+        "/editor/logout-everywhere",
+        auth.logout_everywhere,
+        methods=["POST"],
+        name="editor_logout_everywhere",
+    ),
     Route(_DAY, pages.edition, name="editor_edition"),
     Route(f"{_DAY}/html", pages.edition_html, name="editor_edition_html"),
     Route(f"{_DAY}/message.eml", pages.edition_eml, name="editor_edition_eml"),

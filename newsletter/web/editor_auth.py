@@ -1,34 +1,35 @@
 """Logging editors in and out.
 
-One shared password (EDITOR_PASSWORD, clear or hashed) opens a session. The
-login form is itself CSRF-protected (so another site cannot log a browser into
-a session of its choosing), `next` may only be a local path (the login page is
-no open redirect), and wrong passwords are throttled per client address.
+One shared password (EDITOR_PASSWORD, clear or hashed) opens a server-side
+session (`sessions.py`). The login form is itself CSRF-protected (so another
+site cannot log a browser into a session of its choosing), `next` may only be a
+local path (the login page is no open redirect), and attempts are throttled
+per client, per device and overall (`LoginThrottle`).
 """
 
 from __future__ import annotations
 
+import hmac
 import secrets
-import time
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from newsletter.web.editor_common import flash, log_action, page, redirect
+from newsletter.errors import StoreError
+from newsletter.tokens import Purpose
+from newsletter.web.editor_common import log_action, message_page, page, redirect
+from newsletter.web.login_throttle import throttle_of
 from newsletter.web.proxy import client_address
-from newsletter.web.security import (
-    SESSION_CSRF,
-    SESSION_USER,
-    check_csrf,
-    check_password,
-    editor_only,
-    is_editor,
-)
+from newsletter.web.security import check_csrf, check_password, editor_only, is_editor
+from newsletter.web.sessions import end_every_session, end_session, open_session, state_of
 
 HOME = "/editor"
+STORE_DOWN = (
+    "The database did not answer, so nothing changed: try again in a minute "
+    "(or run `newsletter logout-everywhere` on the server)."
+)
 NO_PASSWORD = (
     "Editor logins are switched off: no editor password is set. Set "
     "NEWSLETTER_EDITOR_PASSWORD in .env or the environment (best as a hash: run "
@@ -53,39 +54,26 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-@dataclass
-class LoginThrottle:
-    """At most `limit` wrong passwords per client address in `window` seconds.
-
-    Guessing over HTTP becomes too slow to matter while a typo costs nothing.
-    Kept in memory: a restart forgets it, which only helps the real editor.
-    """
-
-    limit: int = 10
-    window: float = 600.0
-    failures: dict[str, list[float]] = field(default_factory=dict)
-
-    def wait(self, client: str) -> float:
-        """Seconds until `client` may try again; 0 when it may now."""
-        now = time.monotonic()
-        recent = [t for t in self.failures.get(client, []) if now - t < self.window]
-        self.failures[client] = recent
-        if len(recent) < self.limit:
-            return 0.0
-        return self.window - (now - recent[0])
-
-    def failed(self, client: str) -> None:
-        self.failures.setdefault(client, []).append(time.monotonic())
-
-    def succeeded(self, client: str) -> None:
-        self.failures.pop(client, None)
+DEVICE_COOKIE = "newsletter_device"
+DEVICE_MAX_AGE = 365 * 24 * 3600
 
 
-def throttle_of(request: Request) -> LoginThrottle:
-    state = request.app.state
-    if getattr(state, "login_throttle", None) is None:
-        state.login_throttle = LoginThrottle()
-    return state.login_throttle
+def device_of(request: Request) -> str | None:
+    """The id in a valid device cookie (`nonce.mac`, keyed by `Purpose.DEVICE`), else None."""
+    nonce, _, mac = request.cookies.get(DEVICE_COOKIE, "")[:200].partition(".")
+    if not nonce or not mac:
+        return None
+    expected = request.app.state.signer.mac(Purpose.DEVICE, nonce)
+    return nonce if hmac.compare_digest(mac.encode(), expected.encode()) else None
+
+
+def _device_cookie(request: Request) -> None:
+    """Mark this browser as one an editor logged in from (a new id after each login)."""
+    nonce = secrets.token_urlsafe(16)
+    mac = request.app.state.signer.mac(Purpose.DEVICE, nonce)
+    state_of(request).cookie(
+        DEVICE_COOKIE, f"{nonce}.{mac}", max_age=DEVICE_MAX_AGE, path="/editor/login"
+    )
 
 
 async def login(request: Request) -> Response:
@@ -109,23 +97,34 @@ async def login(request: Request) -> Response:
     if not configured:
         log_action(request, "login", "refused: no editor password set")
         return _form(request, target, error=NO_PASSWORD, status_code=403)
-    client = client_address(request)
     throttle = throttle_of(request)
-    wait = throttle.wait(client)
-    if wait > 0:
-        log_action(request, "login", "throttled")
-        minutes = max(1, round(wait / 60))
-        message = f"Too many wrong passwords. Try again in about {minutes} minute(s)."
-        return _form(request, target, error=message, status_code=429)
+    # No await between here and the record: admit() checks and records in one step.
+    admission = throttle.admit(client_address(request), device_of(request))
+    if admission.wait > 0:
+        log_action(request, "login", "busy" if admission.busy else "throttled")
+        if admission.busy:
+            message = "The server is checking other logins just now. Try again in a moment."
+        else:
+            minutes = max(1, round(admission.wait / 60))
+            message = f"Too many wrong passwords. Try again in about {minutes} minute(s)."
+        response = _form(request, target, error=message, status_code=429)
+        response.headers["Retry-After"] = str(max(1, round(admission.wait)))
+        return response
     given = str(form.get("password", ""))
-    if not await run_in_threadpool(check_password, given, configured):  # pbkdf2 takes a while
-        throttle.failed(client)
+    ok = False
+    try:
+        ok = await run_in_threadpool(check_password, given, configured)  # pbkdf2 takes a while
+    finally:
+        throttle.finished(admission, ok=ok)
+    if not ok:
         log_action(request, "login", "wrong password")
         return _form(request, target, error="Wrong password.", status_code=401)
-    throttle.succeeded(client)
-    request.session.clear()  # a fresh session (and CSRF token) for the logged-in editor
-    request.session[SESSION_USER] = True
-    request.session[SESSION_CSRF] = secrets.token_urlsafe(32)
+    try:
+        await open_session(request)  # a new id, a new row, a new CSRF token
+    except StoreError as exc:
+        log_action(request, "login", "session not stored", error=exc.message)
+        return _form(request, target, error=STORE_DOWN, status_code=503)
+    _device_cookie(request)
     log_action(request, "login", "ok")
     return redirect(target)
 
@@ -144,8 +143,26 @@ def _form(request: Request, target: str, *, error: str | None, status_code: int 
 
 @editor_only
 async def logout(request: Request) -> Response:
-    """End the session (POST with the CSRF token, so no other site can log an editor out)."""
-    request.session.clear()
+    """End the session (POST with the CSRF token, so no other site can log an editor out).
+
+    The row is deleted: a copy of the cookie, anywhere, opens nothing after this.
+    """
+    try:
+        await end_session(request)
+    except StoreError as exc:
+        log_action(request, "logout", "session not deleted", error=exc.message)
+        return message_page(request, "Not logged out", STORE_DOWN, 503)
     log_action(request, "logout", "ok")
-    flash(request, "info", "You are logged out.")
+    return redirect("/editor/login")
+
+
+@editor_only
+async def logout_everywhere(request: Request) -> Response:
+    """End every editor session, on every browser, this one included (POST, CSRF)."""
+    try:
+        ended = await end_every_session(request)
+    except StoreError as exc:
+        log_action(request, "logout_everywhere", "sessions not deleted", error=exc.message)
+        return message_page(request, "Sessions not ended", STORE_DOWN, 503)
+    log_action(request, "logout_everywhere", "ok", sessions=ended)
     return redirect("/editor/login")

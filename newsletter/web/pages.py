@@ -65,14 +65,19 @@ class Pages:
     def render(
         self, request: Request, name: str, status_code: int = 200, **context: Any
     ) -> HTMLResponse:
-        """A page with the newsletter's name, the request and (for forms) the CSRF token."""
+        """A page with the newsletter's name, the request and `csrf_token()` for its forms.
+
+        `csrf_token` is a function the template calls inside a form: only a page
+        that shows a form gets a token, so only such a page sets the form cookie
+        (a public, cacheable page sets none).
+        """
         from newsletter.web.security import csrf_token
 
         template = self.env.get_template(name)
         html = template.render(
             settings=self.settings,
             request=request,
-            csrf_token=csrf_token(request) if "session" in request.scope else "",
+            csrf_token=lambda: csrf_token(request),
             **context,
         )
         return HTMLResponse(html, status_code=status_code)

@@ -1,9 +1,10 @@
-"""The editor login, the signed session cookie, and CSRF tokens for every form.
+"""The editor password check, CSRF tokens for every form, and the editor-only guard.
 
 The password is compared as a salted hash in constant time (EDITOR_PASSWORD
 may be given as a `pbkdf2_sha256$…` hash or, for a quick start, in clear). The
-session is Starlette's signed cookie. Each session gets a random CSRF token;
-every POST form carries it and `check_csrf` refuses a request without it.
+session is server-side (`sessions.py`); each gets a random CSRF token. Forms
+shown before any login carry a token bound to the form cookie instead. Every
+POST form carries one and `check_csrf` refuses a request without it.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from newsletter.tokens import Purpose
+from newsletter.web.sessions import form_value, state_of
+
 ITERATIONS = 200_000
-SESSION_USER = "editor"
-SESSION_CSRF = "csrf"
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -49,23 +51,35 @@ def check_password(given: str, configured: str) -> bool:
 
 
 def csrf_token(request: Request) -> str:
-    token = request.session.get(SESSION_CSRF)
-    if not token:
-        token = secrets.token_urlsafe(32)
-        request.session[SESSION_CSRF] = token
-    return token
+    """The CSRF token for a form on this page.
+
+    Logged in: the session row's own token. Before any login (the login and
+    sign-up forms): the HMAC under `Purpose.FORM` of the form cookie's random
+    value, so no server-side state is needed, and the cookie is set only by a
+    page that calls this (a page without a form sets no cookie).
+    """
+    state = state_of(request)
+    if state.row is not None:
+        return state.row.csrf
+    return request.app.state.signer.mac(Purpose.FORM, form_value(request))
 
 
 async def check_csrf(request: Request) -> bool:
-    """True when the form's `csrf_token` matches the session's."""
+    """True when the form's `csrf_token` is this browser's: its session's, or its form cookie's."""
     form = await request.form()
     given = str(form.get("csrf_token", ""))
-    expected = request.session.get(SESSION_CSRF, "")
-    return bool(expected) and hmac.compare_digest(given, expected)
+    state = state_of(request)
+    if state.row is not None:
+        expected = state.row.csrf
+    elif state.form_value and not state.form_is_new:
+        expected = request.app.state.signer.mac(Purpose.FORM, state.form_value)
+    else:
+        return False
+    return bool(given) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def is_editor(request: Request) -> bool:
-    return request.session.get(SESSION_USER) is True
+    return state_of(request).logged_in
 
 
 Handler = Callable[[Request], Awaitable[Response]]
