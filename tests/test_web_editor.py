@@ -234,7 +234,9 @@ def test_logout_needs_the_csrf_token_and_ends_the_session(editor):
     assert editor.post("/editor/logout", csrf=False).status_code == 403
     assert editor.get("/editor").status_code == 200
     response = editor.post("/editor/logout")
-    assert response.status_code == 303 and response.headers["location"] == "/editor/login"
+    assert response.status_code == 303
+    assert response.headers["location"] == "/editor/login?ended=logout"
+    assert "You are logged out." in editor.get(response.headers["location"]).text
     assert editor.get("/editor").status_code == 303
 
 

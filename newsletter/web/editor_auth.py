@@ -129,6 +129,13 @@ async def login(request: Request) -> Response:
     return redirect(target)
 
 
+#: What the login page says after a logout (the session, and its flash messages, are gone).
+ENDED = {
+    "logout": "You are logged out.",
+    "everywhere": "Every editor session has ended, on every browser. Log in again to go on.",
+}
+
+
 def _form(request: Request, target: str, *, error: str | None, status_code: int = 200) -> Response:
     disabled = not request.app.state.settings.editor_password.get_secret_value()
     return page(
@@ -138,6 +145,7 @@ def _form(request: Request, target: str, *, error: str | None, status_code: int 
         next=target,
         error=error,
         disabled=disabled,
+        notice=ENDED.get(request.query_params.get("ended", "")) if error is None else None,
     )
 
 
@@ -153,7 +161,7 @@ async def logout(request: Request) -> Response:
         log_action(request, "logout", "session not deleted", error=exc.message)
         return message_page(request, "Not logged out", STORE_DOWN, 503)
     log_action(request, "logout", "ok")
-    return redirect("/editor/login")
+    return redirect("/editor/login?ended=logout")
 
 
 @editor_only
@@ -165,4 +173,4 @@ async def logout_everywhere(request: Request) -> Response:
         log_action(request, "logout_everywhere", "sessions not deleted", error=exc.message)
         return message_page(request, "Sessions not ended", STORE_DOWN, 503)
     log_action(request, "logout_everywhere", "ok", sessions=ended)
-    return redirect("/editor/login")
+    return redirect("/editor/login?ended=everywhere")
