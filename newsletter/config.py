@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     editor_password: SecretStr = SecretStr("")  # empty: the editor pages refuse every login
     signup_expiry_hours: int = Field(48, ge=1)  # unconfirmed sign-ups are forgotten after this
 
+    # Sign-up limits (`newsletter/signup.py`, counted in `store/signup_limits.py`): sign-ups
+    # let through per SIGNUP_LIMIT_WINDOW seconds from one client address (an IPv6 /64
+    # counts as one), to one recipient domain, and overall. Past one, the form answers 429.
+    signup_limit_per_client: int = Field(5, ge=1)
+    signup_limit_per_domain: int = Field(20, ge=1)
+    signup_limit_total: int = Field(100, ge=1)
+    signup_limit_window: int = Field(3600, ge=60, le=86400)
+
     # When and how fast
     send_time: str = "07:00"
     timezone: str = "UTC"
