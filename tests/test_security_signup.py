@@ -72,9 +72,7 @@ def test_one_client_cannot_aim_the_form_at_a_mailbox(settings, engine, smtp_serv
     sent, without a word of the attacker's; every later one is a 429 that sends nothing."""
     with site(settings) as client, caplog.at_level(logging.WARNING, "newsletter.signup"):
         token = form_token(client)
-        answers = [
-            post_sign_up(client, token, f"victim+{n}@example.net", LURE) for n in range(30)
-        ]
+        answers = [post_sign_up(client, token, f"victim+{n}@example.net", LURE) for n in range(30)]
 
     assert [a.status_code for a in answers] == [200] * 5 + [429] * 25
     refused = answers[-1]

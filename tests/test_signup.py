@@ -292,3 +292,21 @@ def test_an_unknown_or_expired_sign_up_and_a_used_link_all_say_sign_up_again(
     assert page.status_code == 400
     assert "sign up again for a new link" in page.text and "Nothing was changed" in page.text
     assert subscriber_store.get_subscriber(engine, "nobody@example.com") is None
+
+
+def test_a_link_sent_before_an_unsubscribe_cannot_undo_it(settings, engine, smtp_server):
+    """A pending sign-up made active by someone else (an import, the editor) keeps its
+    nonce; when the person then unsubscribes, the link from before must not bring them back."""
+    signer = signer_for(settings)
+    asyncio.run(signup.sign_up(engine, settings, signer, "ann@example.com", client="a"))
+    token = link_of(smtp_server.received[0].data).rsplit("/", 1)[1]
+    email, nonce = signup.read_link(settings, signer, token)
+    subscriber_store.set_status(engine, "ann@example.com", SubscriberStatus.ACTIVE)
+    with engine.begin() as conn:  # she unsubscribes a little later
+        conn.execute(subscribers.update().values(confirmation_sent_at=utcnow() - HOUR))
+    subscriber_store.set_status(engine, "ann@example.com", SubscriberStatus.UNSUBSCRIBED)
+
+    assert signup.pending_name(engine, email, nonce) is None
+    outcome = signup.confirm(engine, email, nonce, name=None, ip="x", user_agent="")
+    assert outcome is signup.ConfirmOutcome.NOT_PENDING
+    assert subscriber_store.get_subscriber(engine, email).status is SubscriberStatus.UNSUBSCRIBED

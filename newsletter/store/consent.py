@@ -97,14 +97,27 @@ def release_confirmation(engine: Engine, email: str, claim: Claim) -> None:
         conn.execute(statement)
 
 
-def pending_name(engine: Engine, email: str, nonce: str) -> str | None:
-    """The stored name of the sign-up a confirmation link is for, while the link may still
-    confirm it (its nonce is the stored one, and the address is not active); else None."""
-    statement = select(subscribers.c.name).where(
+def _link_is_current(email: str, nonce: str) -> tuple:
+    """The row a confirmation link may still confirm: its address, its nonce, not active, and
+    not unsubscribed since the link was sent (a status changed by an import or the editor
+    leaves the nonce in place; the unsubscribe that followed must win over the old link).
+    A released claim (stamp cleared, `release_confirmation`) is judged by its nonce alone."""
+    unsubscribed = subscribers.c.unsubscribed_at
+    return (
         subscribers.c.email_key == email_key(email),
         subscribers.c.confirm_nonce == nonce,
         subscribers.c.status != SubscriberStatus.ACTIVE.value,
+        or_(
+            unsubscribed.is_(None),
+            unsubscribed <= func.coalesce(subscribers.c.confirmation_sent_at, unsubscribed),
+        ),
     )
+
+
+def pending_name(engine: Engine, email: str, nonce: str) -> str | None:
+    """The stored name of the sign-up a confirmation link is for, while the link may still
+    confirm it (its nonce is the stored one, and the address is not active); else None."""
+    statement = select(subscribers.c.name).where(*_link_is_current(email, nonce))
     with engine.connect() as conn:
         return conn.execute(statement).scalar()
 
@@ -115,12 +128,12 @@ def record_consent(
     """Make a signed-up address active and keep the proof of consent; False if the link's
     `nonce` is not the one stored (an older email's link, or one already used).
 
-    One UPDATE matching the address, the nonce and a status other than active,
-    which clears the nonce: a link confirms once, and an old one can never undo a
-    later unsubscribe. `name`, when given, is the one the mailbox's owner set on
-    the confirm page. Like `set_status(ACTIVE)` it stamps `confirmed_at`, clears
-    `unsubscribed_at` and resets the bounce count: the person just proved the
-    mailbox is theirs and works.
+    One UPDATE matching the address, the nonce and a status other than active
+    (`_link_is_current`), which clears the nonce: a link confirms once, and an old
+    one can never undo a later unsubscribe. `name`, when given, is the one the
+    mailbox's owner set on the confirm page. Like `set_status(ACTIVE)` it stamps
+    `confirmed_at`, clears `unsubscribed_at` and resets the bounce count: the
+    person just proved the mailbox is theirs and works.
     """
     now = utcnow()
     values: dict[str, object] = {
@@ -137,15 +150,7 @@ def record_consent(
     }
     if name is not None:
         values["name"] = name[:200]
-    statement = (
-        update(subscribers)
-        .where(
-            subscribers.c.email_key == email_key(email),
-            subscribers.c.confirm_nonce == nonce,
-            subscribers.c.status != SubscriberStatus.ACTIVE.value,
-        )
-        .values(**values)
-    )
+    statement = update(subscribers).where(*_link_is_current(email, nonce)).values(**values)
     with engine.begin() as conn:
         return (conn.execute(statement).rowcount or 0) > 0
 

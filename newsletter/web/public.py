@@ -6,8 +6,12 @@ scanners and link previews fetch every URL in a message); each page has one
 button that POSTs. RFC 8058 one-click is that same POST, sent by the mail
 provider with the body `List-Unsubscribe=One-Click`.
 
-The sign-up form is an ordinary form with a session CSRF token and a honeypot
-field; the rules of double opt-in live in `newsletter.signup`. The archive and
+The sign-up form is an ordinary form with a CSRF token and a honeypot field;
+the rules of double opt-in and the sign-up limits live in `newsletter.signup`
+(over a limit: 429, Retry-After, nothing stored or sent). A confirmation link
+holds a nonce: its page and its button work only while it is the sign-up's
+latest link, and once; the page's name field is the one place a sign-up's
+name is shown or changed, to the holder of that link. The archive and
 the operators' endpoints are in `archive.py` and `ops.py`; `ROUTES` holds all.
 """
 
