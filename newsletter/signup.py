@@ -2,18 +2,24 @@
 
 The rules, each for a reason:
 
-* Limits before anything else (`check_limits`): at most SIGNUP_LIMIT_PER_CLIENT
-  sign-ups per SIGNUP_LIMIT_WINDOW from one client address (an IPv6 /64 is one
-  client: anyone holding one has all of it), SIGNUP_LIMIT_PER_DOMAIN to one
-  recipient domain (`victim+1@`, `victim+2@`… are one mailbox) and
-  SIGNUP_LIMIT_TOTAL in all (what a botnet can make us send). Past one, the form
-  answers 429 and nothing is stored or sent. What counts is a request that
-  passed the CSRF check, the honeypot and address validation: one that fails
-  those sends nothing, and counting it would let anyone with a script and no
-  form token lock the form for everybody. It counts before the address's status
-  is looked at, so an active or already-sent address costs the same as a new one
-  and the limits never tell who is subscribed. A request refused by one limit
-  counts toward none, so one client hammering the form only uses up its own share.
+* Limits before anything else (`store/signup_limits.py`): at most
+  SIGNUP_LIMIT_PER_CLIENT sign-ups per SIGNUP_LIMIT_WINDOW from one client
+  address (an IPv6 /64 is one client: anyone holding one has all of it),
+  SIGNUP_LIMIT_PER_DOMAIN to one recipient domain (`victim+1@`, `victim+2@`…
+  are one mailbox) and SIGNUP_LIMIT_TOTAL in all (what a botnet can make us
+  send). Past one, the form answers 429 and nothing is stored or sent. The
+  defaults, 5, 20 and 100 an hour: a household or an office behind one address
+  signing up a few people, with a retry for a typo; a company domain whose staff
+  sign up together, at a fifth of the total so one domain never takes it all;
+  far more real sign-ups an hour than a self-hosted list gets, and a bound on
+  what the relay sends for strangers (a list that grows faster raises them).
+* What counts is a request that passed the CSRF check, the honeypot and address
+  validation: one that fails those sends nothing, and counting it would let
+  anyone with a script and no form token lock the form for everybody. It counts
+  before the address's status is looked at, so an active or already-sent
+  address costs the same as a new one and the limits never tell who is
+  subscribed. A request refused by one limit counts toward none, so one client
+  hammering the form only uses up its own share.
 * A new address is stored `pending` and sent a confirmation email whose link
   holds a fresh nonce stored with the sign-up (`confirm_nonce`): only the latest
   email's link confirms, and only once. Nothing else is sent until the link's
@@ -49,7 +55,6 @@ import ipaddress
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import Engine
 
@@ -257,7 +262,7 @@ def confirmation_message(
     *,
     email: str,
     link: str,
-    date: datetime | None = None,
+    date: dt.datetime | None = None,
     message_id: str | None = None,
     boundary: str | None = None,
 ) -> bytes:

@@ -158,7 +158,7 @@ async def subscribe(request: Request) -> Response:
         )
     except InputError as exc:
         return again(400, exc.message)
-    if result.refusal is not None:
+    if result.outcome is signup.SignupOutcome.LIMITED and result.refusal is not None:
         wait = int(result.refusal.retry_after.total_seconds())
         page = pages.render(request, "too_many.html", status_code=429, minutes=-(-wait // 60))
         page.headers["Retry-After"] = str(wait)
