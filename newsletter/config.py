@@ -94,6 +94,14 @@ class Settings(BaseSettings):
     login_attempts_overall: int = Field(30, ge=1)  # all clients without a device cookie
     login_window_minutes: float = Field(10.0, gt=0)
 
+    # Sign-up limits (`newsletter/signup.py`, counted in `store/signup_limits.py`): sign-ups
+    # let through per SIGNUP_LIMIT_WINDOW seconds from one client address (an IPv6 /64
+    # counts as one), to one recipient domain, and overall. Past one, the form answers 429.
+    signup_limit_per_client: int = Field(5, ge=1)
+    signup_limit_per_domain: int = Field(20, ge=1)
+    signup_limit_total: int = Field(100, ge=1)
+    signup_limit_window: int = Field(3600, ge=60, le=86400)
+
     # When and how fast
     send_time: str = "07:00"
     timezone: str = "UTC"

@@ -38,9 +38,10 @@ class SignupOutcome(StrEnum):
     """What a sign-up did (the form's answer)."""
 
     SENT = "sent"  # a confirmation email went out
-    ALREADY_SENT = "already_sent"  # one went out within RESEND_AFTER: nothing sent now
+    ALREADY_SENT = "already_sent"  # one went out too recently (signup.RESEND_*): nothing sent
     ALREADY_ACTIVE = "already_active"  # subscribed already: nothing sent
     FAILED = "failed"  # the relay did not take the email; the sign-up is kept for a retry
+    LIMITED = "limited"  # over a sign-up limit (SIGNUP_LIMIT_*): nothing stored, nothing sent
 
 
 class ConfirmOutcome(StrEnum):
@@ -48,7 +49,7 @@ class ConfirmOutcome(StrEnum):
 
     CONFIRMED = "confirmed"  # active from now on, consent recorded
     ALREADY_ACTIVE = "already_active"  # pressed twice, or subscribed meanwhile
-    NOT_PENDING = "not_pending"  # expired and forgotten, or never asked for: sign up again
+    NOT_PENDING = "not_pending"  # an old or used link, or an expired sign-up: sign up again
 
 
 class InboundStatus(StrEnum):

@@ -2,11 +2,36 @@
 
 The rules, each for a reason:
 
-* A new address is stored `pending` and sent a confirmation email with a signed
-  link (`Purpose.CONFIRM`, valid SIGNUP_EXPIRY_HOURS). Nothing else is sent to
-  it until the link's Confirm button is pressed: only the mailbox's owner can.
-* At most one confirmation email per address per hour (`RESEND_AFTER`), whoever
-  asks, so the form cannot be used to flood someone's inbox.
+* Limits before anything else (`store/signup_limits.py`): at most
+  SIGNUP_LIMIT_PER_CLIENT sign-ups per SIGNUP_LIMIT_WINDOW from one client
+  address (an IPv6 /64 is one client: anyone holding one has all of it),
+  SIGNUP_LIMIT_PER_DOMAIN to one recipient domain (`victim+1@`, `victim+2@`…
+  are one mailbox) and SIGNUP_LIMIT_TOTAL in all (what a botnet can make us
+  send). Past one, the form answers 429 and nothing is stored or sent. The
+  defaults, 5, 20 and 100 an hour: a household or an office behind one address
+  signing up a few people, with a retry for a typo; a company domain whose staff
+  sign up together, at a fifth of the total so one domain never takes it all;
+  far more real sign-ups an hour than a self-hosted list gets, and a bound on
+  what the relay sends for strangers (a list that grows faster raises them).
+* What counts is a request that passed the CSRF check, the honeypot and address
+  validation: one that fails those sends nothing, and counting it would let
+  anyone with a script and no form token lock the form for everybody. It counts
+  before the address's status is looked at, so an active or already-sent
+  address costs the same as a new one and the limits never tell who is
+  subscribed. A request refused by one limit counts toward none, so one client
+  hammering the form only uses up its own share.
+* A new address is stored `pending` and sent a confirmation email whose link
+  holds a fresh nonce stored with the sign-up (`confirm_nonce`): only the latest
+  email's link confirms, and only once. Nothing else is sent until the link's
+  Confirm button is pressed: only the mailbox's owner can.
+* The confirmation email carries no text the requester typed: no name in `To:`,
+  no greeting by name, not even the address in the body (the `To:` shows it).
+  Only the newsletter's own words and the link, so the form cannot carry a
+  stranger's message into someone's inbox.
+* At most one confirmation an hour to a pending address (`RESEND_PENDING`) and
+  one a day to one that unsubscribed or bounced (`RESEND_SUPPRESSED`), whoever asks.
+* Re-submitting never changes the stored name: a stranger cannot rename a
+  pending sign-up. The owner sets or corrects it on the confirm page.
 * An active address gets no email and the same answer as everyone else, so the
   form never tells a stranger who is subscribed.
 * An unsubscribed (or bounced) address that signs up again is sent a
@@ -26,31 +51,30 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import html
+import ipaddress
 import logging
+import secrets
 from dataclasses import dataclass
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
 
 from sqlalchemy import Engine
 
 from newsletter.addresses import clean_name, validate_email
 from newsletter.config import Settings
 from newsletter.delivery import Outcome, SendResult, send_one
-from newsletter.errors import DeliveryError
-from newsletter.headers import clean_header_text
+from newsletter.errors import DeliveryError, InputError
 from newsletter.logs import event
-from newsletter.message import make_message_id
 from newsletter.models import ConfirmOutcome, SignupOutcome, SubscriberStatus
 from newsletter.store import consent
 from newsletter.store import subscribers as store
 from newsletter.store.engine import utcnow
-from newsletter.tokens import Purpose, Signer
+from newsletter.store.signup_limits import Limits, Refusal, take_signup_slot
+from newsletter.tokens import Signer
+from newsletter.transactional import transactional_message
 
 log = logging.getLogger("newsletter.signup")
 
-RESEND_AFTER = dt.timedelta(hours=1)
+RESEND_PENDING = dt.timedelta(hours=1)  # a pending sign-up: one confirmation an hour
+RESEND_SUPPRESSED = dt.timedelta(days=1)  # an address that left or bounced: one a day
 
 
 @dataclass(frozen=True)
@@ -58,11 +82,33 @@ class SignupResult:
     outcome: SignupOutcome
     email: str  # the address as validated
     reason: str = ""  # the relay's reply or error, when FAILED
+    refusal: Refusal | None = None  # the limit hit, when LIMITED
 
 
 def signup_expiry(settings: Settings) -> dt.timedelta:
     """How long a sign-up may stay unconfirmed (and a confirmation link stays valid)."""
     return dt.timedelta(hours=settings.signup_expiry_hours)
+
+
+def signup_limits(settings: Settings) -> Limits:
+    return Limits(
+        per_client=settings.signup_limit_per_client,
+        per_domain=settings.signup_limit_per_domain,
+        total=settings.signup_limit_total,
+        window=dt.timedelta(seconds=settings.signup_limit_window),
+    )
+
+
+def client_key(client: str) -> str:
+    """What one client is for the limits: its IPv4 address, or its IPv6 /64 (anyone given
+    an IPv6 network gets at least a /64, and could rotate through all of it)."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client[:64]  # not an IP (a test client's name): counted as given
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def expire_pending(engine: Engine, older_than: dt.timedelta) -> int:
@@ -79,8 +125,8 @@ def expire_pending(engine: Engine, older_than: dt.timedelta) -> int:
 def register(engine: Engine, email: str, name: str) -> SubscriberStatus:
     """Store a sign-up of a valid address: new ones as pending; the address's status after.
 
-    A pending row takes the newly typed name (nobody has confirmed it yet);
-    active, unsubscribed and bounced rows are left exactly as they are.
+    Only a new row takes the typed name; an existing row, pending or not, is left
+    exactly as it is, so a stranger re-submitting the address cannot rename it.
     """
     existing = store.get_subscriber(engine, email)
     if existing is None:
@@ -92,49 +138,78 @@ def register(engine: Engine, email: str, name: str) -> SubscriberStatus:
         existing = store.get_subscriber(engine, email)  # added meanwhile by someone else
         if existing is None:
             return SubscriberStatus.PENDING  # and deleted again meanwhile: nothing to send to
-    if existing.status is SubscriberStatus.PENDING and name:
-        store.set_name(engine, email, name)
     return existing.status
 
 
-def confirm_url(settings: Settings, signer: Signer, email: str) -> str:
-    return f"{settings.base_url}/confirm/{signer.sign(Purpose.CONFIRM, email)}"
+def confirm_url(settings: Settings, signer: Signer, email: str, nonce: str) -> str:
+    return f"{settings.base_url}/confirm/{signer.sign_confirmation(email, nonce)}"
 
 
-def confirm_address(settings: Settings, signer: Signer, token: str) -> str:
-    """The address a confirmation link is for; InputError when forged, altered or expired."""
+def read_link(settings: Settings, signer: Signer, token: str) -> tuple[str, str]:
+    """(address, nonce) of a confirmation link; InputError when forged, altered or expired."""
     max_age = int(signup_expiry(settings).total_seconds())
-    return signer.read(Purpose.CONFIRM, token, max_age=max_age)
+    return signer.read_confirmation(token, max_age=max_age)
 
 
 async def sign_up(
-    engine: Engine, settings: Settings, signer: Signer, email: str, name: str = ""
+    engine: Engine,
+    settings: Settings,
+    signer: Signer,
+    email: str,
+    name: str = "",
+    *,
+    client: str,
 ) -> SignupResult:
-    """Handle one sign-up form: store it and send the confirmation email when one is due.
+    """Handle one sign-up form from `client` (its address, `proxy.client_address`): count it
+    against the limits, store it and send the confirmation email when one is due.
 
-    Raises InputError for an address that is not valid. A relay failure is a
-    FAILED result (not an exception) with the reason; the pending row stays and
-    the hourly limit is given back, so trying again sends at once.
+    Raises InputError for an address that is not valid (nothing counted). A
+    relay failure is a FAILED result (not an exception) with the reason; the
+    pending row stays and the resend limit is given back, so trying again sends at once.
     """
     address = validate_email(email)
     name = clean_name(name)
+    domain = address.rpartition("@")[2]
+    refusal = await asyncio.to_thread(
+        take_signup_slot,
+        engine,
+        client=client_key(client),
+        domain=domain,
+        limits=signup_limits(settings),
+    )
+    if refusal is not None:
+        event(
+            log,
+            "signup_refused",
+            level=logging.WARNING,
+            reason="limit",
+            limit=refusal.limit,
+            client=client,
+            domain=domain,
+        )
+        return SignupResult(SignupOutcome.LIMITED, address, refusal=refusal)
     await asyncio.to_thread(expire_pending, engine, signup_expiry(settings))
     status = await asyncio.to_thread(register, engine, address, name)
     if status is SubscriberStatus.ACTIVE:
         event(log, "signup", recipient=address, outcome=SignupOutcome.ALREADY_ACTIVE)
         return SignupResult(SignupOutcome.ALREADY_ACTIVE, address)
-    stamp = await asyncio.to_thread(
-        consent.claim_confirmation, engine, address, resend_after=RESEND_AFTER
+    claim = await asyncio.to_thread(
+        consent.claim_confirmation,
+        engine,
+        address,
+        secrets.token_hex(16),
+        pending_after=RESEND_PENDING,
+        suppressed_after=RESEND_SUPPRESSED,
     )
-    if stamp is None:
+    if claim is None:
         event(log, "signup", recipient=address, outcome=SignupOutcome.ALREADY_SENT)
         return SignupResult(SignupOutcome.ALREADY_SENT, address)
     data = confirmation_message(
-        settings, email=address, name=name, link=confirm_url(settings, signer, address)
+        settings, email=address, link=confirm_url(settings, signer, address, claim.nonce)
     )
     result = await send_confirmation(settings, address, data)
     if result.outcome is not Outcome.SENT:
-        await asyncio.to_thread(consent.release_confirmation, engine, address, stamp)
+        await asyncio.to_thread(consent.release_confirmation, engine, address, claim)
         event(
             log,
             "signup",
@@ -148,15 +223,30 @@ async def sign_up(
     return SignupResult(SignupOutcome.SENT, address)
 
 
-def confirm(engine: Engine, email: str, *, ip: str, user_agent: str) -> ConfirmOutcome:
-    """The Confirm button: make the address active and record consent (safe to repeat)."""
-    if consent.record_consent(engine, email, ip=ip, user_agent=user_agent):
+def confirm(
+    engine: Engine, email: str, nonce: str, *, name: str | None, ip: str, user_agent: str
+) -> ConfirmOutcome:
+    """The Confirm button: make the address active and record consent, if the link's nonce is
+    still the sign-up's; `name` (when the form had the field) is what its owner typed there."""
+    cleaned = clean_name(name) if name is not None else None
+    if consent.record_consent(engine, email, nonce, name=cleaned, ip=ip, user_agent=user_agent):
         event(log, "signup_confirmed", recipient=email, ip=ip)
         return ConfirmOutcome.CONFIRMED
-    current = store.get_subscriber(engine, email)
-    if current is not None and current.status is SubscriberStatus.ACTIVE:
-        return ConfirmOutcome.ALREADY_ACTIVE
     return ConfirmOutcome.NOT_PENDING
+
+
+def pending_name(engine: Engine, email: str, nonce: str) -> str | None:
+    """The name to prefill on the confirm page, or None when the link can no longer confirm."""
+    return consent.pending_name(engine, email, nonce)
+
+
+def old_link() -> InputError:
+    """What an old confirmation link gets: an earlier email's, or one already used."""
+    return InputError(
+        "this confirmation link was already used, or a newer email replaced it",
+        where="token",
+        hint="sign up again for a new link",
+    )
 
 
 async def send_confirmation(settings: Settings, email: str, data: bytes) -> SendResult:
@@ -167,19 +257,25 @@ async def send_confirmation(settings: Settings, email: str, data: bytes) -> Send
         return SendResult(Outcome.PERMANENT, exc.message)
 
 
-def confirmation_message(settings: Settings, *, email: str, name: str, link: str) -> bytes:
-    """The confirmation email: a short multipart/alternative message with one link.
+def confirmation_message(
+    settings: Settings,
+    *,
+    email: str,
+    link: str,
+    date: dt.datetime | None = None,
+    message_id: str | None = None,
+    boundary: str | None = None,
+) -> bytes:
+    """The confirmation email: small, plain, multipart/alternative, one link.
 
-    Built with the standard library rather than `message.build_message`: that
-    builder is tuned for the bulk edition and always adds List-Unsubscribe and
-    `Precedence: bulk`, which do not belong on a one-off message someone asked
-    for. `Auto-Submitted: auto-generated` keeps vacation responders quiet.
+    Nothing the requester typed is in it but the address it goes to (in `To:`
+    alone): "Hello," and the newsletter's own name. `date`, `message_id` and
+    `boundary` are for golden tests (`transactional_message`).
     """
     hours = settings.signup_expiry_hours
-    greeting = f"Hello {name}," if name else "Hello,"
     text = (
-        f"{greeting}\n\n"
-        f"Please confirm that you want to receive {settings.name} at {email}.\n"
+        "Hello,\n\n"
+        f"Please confirm that you want to receive {settings.name} at this address.\n"
         f"Open this link and press Confirm:\n\n{link}\n\n"
         f"The link works for {hours} hours. If you did not ask for this, ignore this "
         "email: you will not hear from us again.\n\n"
@@ -190,32 +286,22 @@ def confirmation_message(settings: Settings, *, email: str, name: str, link: str
 <html lang="{e(settings.language)}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(settings.name)}</title></head>
-<body style="margin:0;padding:24px;background:#f3f4f6;font-family:Arial,sans-serif;color:#1f2937">
-<table role="presentation" width="100%" cellpadding="0" cellspacing="0"><tr><td align="center">
-<table role="presentation" width="100%" cellpadding="0" cellspacing="0"
- style="max-width:520px;background:#ffffff;border-radius:8px;padding:24px">
-<tr><td>
-<h1 style="font-family:Georgia,serif;font-size:22px;margin:0 0 16px">{e(settings.name)}</h1>
-<p style="font-size:16px;line-height:1.5">{e(greeting)}</p>
-<p style="font-size:16px;line-height:1.5">Please confirm that you want to receive
-<strong>{e(settings.name)}</strong> at {e(email)}.</p>
-<p style="margin:24px 0"><a href="{e(link)}" style="background:#1d4ed8;color:#ffffff;
-padding:12px 20px;border-radius:6px;text-decoration:none;font-weight:bold;display:inline-block"
->Confirm my subscription</a></p>
-<p style="font-size:14px;line-height:1.5;color:#4b5563">The link works for {hours} hours.
-If you did not ask for this, ignore this email: you will not hear from us again.</p>
-<p style="font-size:12px;color:#6b7280">{e(settings.postal_address)}</p>
-</td></tr></table></td></tr></table></body></html>
+<body style="margin:0;padding:16px;font-family:Arial,sans-serif;font-size:16px;line-height:1.5">
+<p>Hello,</p>
+<p>Please confirm that you want to receive <strong>{e(settings.name)}</strong> at this address.</p>
+<p><a href="{e(link)}">Confirm my subscription</a></p>
+<p>The link works for {hours} hours. If you did not ask for this, ignore this email:
+you will not hear from us again.</p>
+<p style="font-size:13px;color:#555555">{e(settings.name)}<br>{e(settings.postal_address)}</p>
+</body></html>
 """
-    message = EmailMessage(policy=SMTP)
-    message["From"] = Address(
-        clean_header_text(settings.from_name), addr_spec=settings.from_address
+    return transactional_message(
+        settings,
+        to=email,
+        subject=f"Confirm your subscription to {settings.name}",
+        text=text,
+        html=body,
+        date=date,
+        message_id=message_id,
+        boundary=boundary,
     )
-    message["To"] = Address(clean_header_text(name), addr_spec=email)
-    message["Subject"] = clean_header_text(f"Confirm your subscription to {settings.name}")
-    message["Date"] = format_datetime(dt.datetime.now(dt.UTC))
-    message["Message-ID"] = make_message_id(settings.sender_domain)
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(text)
-    message.add_alternative(body, subtype="html")
-    return message.as_bytes()

@@ -96,11 +96,22 @@ def confirmations(smtp_server, email: str | None = None) -> list:
     ]
 
 
+def confirm_text(message) -> str:
+    return message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+
+
 def confirm_link(message) -> str:
     text = message.get_body(("plain",)).get_content()
     found = re.search(r"https?://\S+/confirm/\S+", text)
     assert found, text
     return found.group(0)
+
+
+def stored_nonce(engine, email: str) -> str:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(subscribers.c.confirm_nonce).where(subscribers.c.email_key == email.lower())
+        ).scalar_one()
 
 
 def send(engine, settings, date=DAY):
@@ -263,7 +274,8 @@ def test_sign_up_then_confirm_records_consent(client, engine, settings, smtp_ser
     [message] = confirmations(smtp_server)
     assert smtp_server.received[0].rcpt_tos == ["Ann@example.com"]
     assert smtp_server.received[0].mail_from == settings.from_address
-    assert message["To"].addresses[0].display_name == "Ann Lee"
+    assert message["To"].addresses[0].display_name == ""  # no typed text in the email
+    assert "Ann Lee" not in message.as_string() and "Hello,\n" in confirm_text(message)
     assert message.get_content_type() == "multipart/alternative"
     assert "List-Unsubscribe" not in message and message["Auto-Submitted"] == "auto-generated"
     link = confirm_link(message)
@@ -272,6 +284,7 @@ def test_sign_up_then_confirm_records_consent(client, engine, settings, smtp_ser
 
     shown = client.get(path_of(link))  # what a scanner or the person opens: no change
     assert shown.status_code == 200 and ">Confirm</button>" in shown.text
+    assert 'name="name" value="Ann Lee"' in shown.text  # the link holder sees the name
     assert status_of(engine, "ann@example.com") is SubscriberStatus.PENDING
 
     done = client.post(path_of(link), headers={"User-Agent": "Mozilla/5.0 (Test) Browser"})
@@ -281,7 +294,9 @@ def test_sign_up_then_confirm_records_consent(client, engine, settings, smtp_ser
     assert consent.consent_user_agent == "Mozilla/5.0 (Test) Browser"
     assert consent.consent_ip == "testclient"  # the TestClient's peer name
     assert abs((utcnow() - consent.consent_at).total_seconds()) < 60
-    assert client.post(path_of(link)).status_code == 200  # pressed twice: still fine
+    again = client.post(path_of(link))  # a link confirms once
+    assert again.status_code == 400 and "already used" in again.text
+    assert status_of(engine, "ann@example.com") is SubscriberStatus.ACTIVE
 
     send(engine, settings)
     assert "Ann@example.com" in smtp_server.recipients()
@@ -295,7 +310,7 @@ def test_at_most_one_confirmation_per_address_per_hour(client, engine, smtp_serv
     backdate(engine, "ann@example.com", 1.1, "confirmation_sent_at")
     assert sign_up(client, "ann@example.com").status_code == 200
     assert len(confirmations(smtp_server)) == 2
-    assert subscriber_store.get_subscriber(engine, "ann@example.com").name == "Ann"
+    assert subscriber_store.get_subscriber(engine, "ann@example.com").name == ""  # never renamed
 
 
 def test_an_active_address_gets_the_same_page_and_no_email(client, engine, smtp_server):
@@ -338,10 +353,12 @@ def test_an_old_confirmation_link_cannot_undo_a_later_unsubscribe(client, engine
 def test_bad_confirmation_tokens_are_refused(client, engine, signer, smtp_server, kind):
     sign_up(client, "ann@example.com")
     email = "ann@example.com"
+    nonce = stored_nonce(engine, email)
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=49)
     token = {
-        "forged": lambda: Signer("some-other-secret").sign(Purpose.CONFIRM, email),
-        "altered": lambda: altered(signer.sign(Purpose.CONFIRM, email)),
-        "expired": lambda: old_token(signer, Purpose.CONFIRM, email, dt.timedelta(hours=49)),
+        "forged": lambda: Signer("some-other-secret").sign_confirmation(email, nonce),
+        "altered": lambda: altered(signer.sign_confirmation(email, nonce)),
+        "expired": lambda: signer.sign_confirmation(email, nonce, issued=long_ago),
         "wrong purpose": lambda: signer.sign(Purpose.UNSUBSCRIBE, email),
     }[kind]()
     assert client.get(f"/confirm/{token}").status_code == 400
@@ -590,15 +607,19 @@ def test_metrics_of_an_empty_database(client):
     assert "newsletter_last_send_duration_seconds" not in metrics
 
 
-def test_unsubscribe_by_token_is_the_only_change_a_get_can_never_make(client, engine, signer):
+def test_unsubscribe_by_token_is_the_only_change_a_get_can_never_make(
+    client, engine, signer, smtp_server
+):
     """Every GET route, fetched like a scanner would, leaves the list exactly as it was."""
     subscriber_ops.add_subscriber(engine, "ann@example.com")
+    sign_up(client, "bob@example.com", "Bob")
+    confirm = path_of(confirm_link(confirmations(smtp_server)[0]))
     before = _rows(engine)
     for path in (
         "/subscribe",
         "/unsubscribe",
         f"/unsubscribe/{signer.sign(Purpose.UNSUBSCRIBE, 'ann@example.com')}",
-        f"/confirm/{signer.sign(Purpose.CONFIRM, 'ann@example.com')}",
+        confirm,
         "/archive",
         "/archive/feed.xml",
         "/healthz",

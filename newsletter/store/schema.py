@@ -124,7 +124,7 @@ locks = Table(
 )
 
 # Sign-up requests that were let through, for the limits per client address, per recipient
-# domain and overall (`signup.SignupLimits`); rows older than a day are pruned.
+# domain and overall (`store.signup_limits.take_signup_slot`); rows older than a day are pruned.
 signup_requests = Table(
     "signup_requests",
     metadata,

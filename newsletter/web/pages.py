@@ -21,6 +21,7 @@ PAGE_TEMPLATES = (
     "subscribe.html",
     "check_inbox.html",
     "confirm.html",
+    "too_many.html",
     "unsubscribe.html",
     "unsubscribe_help.html",
     "bad_link.html",

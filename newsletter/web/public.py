@@ -6,8 +6,12 @@ scanners and link previews fetch every URL in a message); each page has one
 button that POSTs. RFC 8058 one-click is that same POST, sent by the mail
 provider with the body `List-Unsubscribe=One-Click`.
 
-The sign-up form is an ordinary form with a session CSRF token and a honeypot
-field; the rules of double opt-in live in `newsletter.signup`. The archive and
+The sign-up form is an ordinary form with a CSRF token and a honeypot field;
+the rules of double opt-in and the sign-up limits live in `newsletter.signup`
+(over a limit: 429, Retry-After, nothing stored or sent). A confirmation link
+holds a nonce: its page and its button work only while it is the sign-up's
+latest link, and once; the page's name field is the one place a sign-up's
+name is shown or changed, to the holder of that link. The archive and
 the operators' endpoints are in `archive.py` and `ops.py`; `ROUTES` holds all.
 """
 
@@ -124,7 +128,10 @@ def subscribe_form(request: Request) -> Response:
 
 
 async def subscribe(request: Request) -> Response:
-    """Sign-up, CSRF-checked. A bot (honeypot filled) gets the success page; nothing is stored."""
+    """Sign-up, CSRF-checked. A bot (honeypot filled) gets the success page; nothing is stored.
+
+    Over a sign-up limit: 429 with Retry-After and a page saying to try later.
+    """
     pages = request.app.state.pages
     form = await _form(request)
     email = str(form.get("email", "")).strip()[:320]
@@ -146,9 +153,16 @@ async def subscribe(request: Request) -> Response:
         request.app.state.signer,
     )
     try:
-        result = await signup.sign_up(engine, settings, signer, email, name)
+        result = await signup.sign_up(
+            engine, settings, signer, email, name, client=_client_ip(request)
+        )
     except InputError as exc:
         return again(400, exc.message)
+    if result.outcome is signup.SignupOutcome.LIMITED and result.refusal is not None:
+        wait = int(result.refusal.retry_after.total_seconds())
+        page = pages.render(request, "too_many.html", status_code=429, minutes=-(-wait // 60))
+        page.headers["Retry-After"] = str(wait)
+        return page
     if result.outcome is signup.SignupOutcome.FAILED:
         return again(
             503,
@@ -158,43 +172,64 @@ async def subscribe(request: Request) -> Response:
     return pages.render(request, "check_inbox.html", email=result.email)
 
 
-def confirm_page(request: Request) -> Response:
-    """GET of the emailed link: one Confirm button. Never confirms (scanners open links)."""
+def _confirm_link(request: Request) -> tuple[str, str]:
+    """(address, nonce) of the path's confirmation token; InputError when not a valid one."""
     settings, signer = request.app.state.settings, request.app.state.signer
-    token = request.path_params["token"]
+    return signup.read_link(settings, signer, request.path_params["token"])
+
+
+async def confirm_page(request: Request) -> Response:
+    """GET of the emailed link: one Confirm button, and the name to greet them by.
+
+    Never confirms (scanners open links). Shown only while the link's nonce is
+    the sign-up's, so the stored name is seen by the holder of the latest link
+    alone: the mailbox's owner.
+    """
     try:
-        email = signup.confirm_address(settings, signer, token)
+        email, nonce = _confirm_link(request)
     except InputError as exc:
         return _bad_link(request, exc, kind="confirm")
+    name = await run_in_threadpool(signup.pending_name, request.app.state.engine, email, nonce)
+    if name is None:
+        return _bad_link(request, signup.old_link(), kind="confirm")
     page = request.app.state.pages.render(
-        request, "confirm.html", token=token, masked=mask_email(email), done=False
+        request,
+        "confirm.html",
+        token=request.path_params["token"],
+        masked=mask_email(email),
+        given_name=name,
+        done=False,
     )
     return _with_headers(page)
 
 
 async def confirm_post(request: Request) -> Response:
-    """The Confirm button: active from now on, with consent (time, IP, user agent) recorded."""
-    settings, signer = request.app.state.settings, request.app.state.signer
-    token = request.path_params["token"]
+    """The Confirm button: active from now on, with consent (time, IP, user agent) recorded,
+    and the name as its owner left it in the form (a POST without the field keeps it)."""
     try:
-        email = signup.confirm_address(settings, signer, token)
+        email, nonce = _confirm_link(request)
     except InputError as exc:
         return _bad_link(request, exc, kind="confirm")
+    form = await _form(request)
+    name = str(form["name"])[:200] if "name" in form else None
     outcome = await run_in_threadpool(
         signup.confirm,
         request.app.state.engine,
         email,
+        nonce,
+        name=name,
         ip=_client_ip(request),
         user_agent=request.headers.get("user-agent", ""),
     )
-    if outcome is signup.ConfirmOutcome.NOT_PENDING:
-        error = InputError(
-            "this sign-up is no longer waiting for confirmation (it expired, or you left since)",
-            hint="sign up again to get a new link",
-        )
-        return _bad_link(request, error, kind="confirm")
+    if outcome is not signup.ConfirmOutcome.CONFIRMED:
+        return _bad_link(request, signup.old_link(), kind="confirm")
     page = request.app.state.pages.render(
-        request, "confirm.html", token=token, masked=mask_email(email), done=True
+        request,
+        "confirm.html",
+        token=request.path_params["token"],
+        masked=mask_email(email),
+        given_name="",
+        done=True,
     )
     return _with_headers(page)
 
