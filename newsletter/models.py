@@ -48,7 +48,6 @@ class ConfirmOutcome(StrEnum):
     """What pressing a confirmation link did."""
 
     CONFIRMED = "confirmed"  # active from now on, consent recorded
-    ALREADY_ACTIVE = "already_active"  # pressed twice, or subscribed meanwhile
     NOT_PENDING = "not_pending"  # an old or used link, or an expired sign-up: sign up again
 
 
