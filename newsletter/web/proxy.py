@@ -16,8 +16,8 @@ login throttle all see the same address; `newsletter serve` runs uvicorn with
 
 The default trusts nobody. Only X-Forwarded-* are read (what deploy/nginx.conf
 sends); RFC 7239 `Forwarded` never is. A request that is https by either road
-gets its cookies marked `Secure` here too, since the session middleware only
-knows what BASE_URL says.
+gets its cookies marked `Secure` here too, whichever layer set them (a belt to
+`sessions.py`'s braces: no cookie of an https request ever travels over http).
 """
 
 from __future__ import annotations
