@@ -5,7 +5,8 @@ delimiter, the rows), so a list of millions is never held as text. Spreadsheets'
 habits are met as they are: UTF-8 with or without BOM, UTF-16, Windows-1252;
 `,` `;` or tab and Excel's `sep=` line; "Email Address", "First Name" + "Last Name";
 Mailchimp's status words. A row that cannot be read is a problem on its line and the
-other rows still count. The formula guard (`guard`) is the export's; reading undoes it.
+other rows still count. Writing (`write_csv`) guards every cell against formulas,
+whatever separator the spreadsheet that opens the file assumes; reading undoes the guard.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import codecs
 import csv
 import io
 import logging
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, TextIO
 
 from newsletter.addresses import clean_name, validate_email
 from newsletter.errors import InputError
@@ -53,9 +55,19 @@ _STATUS_VALUES: dict[str, SubscriberStatus | None] = {
     "cleaned": SubscriberStatus.BOUNCED,  # Mailchimp's word for hard-bounced
 }
 
-# Leading characters a spreadsheet would run as a formula (OWASP CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _DELIMITERS = (",", ";", "\t")
+
+# The formula guard (OWASP CSV injection). A spreadsheet runs a field that starts with
+# = + - @ tab or CR as a formula, and a field may start anywhere in a cell: a reader set
+# to `;` or `|`, or one that ignores quotes or breaks lines inside them, splits
+# `x;=cmd|' /C calc'!A0` where a `,` reader sees one name. So a field start is the
+# cell's start or a place after any separator or line break, past quotes and spaces
+# a reader may strip; there a formula character gets a `'` before it (and so does a
+# `'` run before one, so reading can take exactly one `'` away again).
+_FIELD_START = r"(?:^|(?<=[,;\t|\r\n]))([\" ]*)"
+_FORMULA_AHEAD = r"(?='*[=+\-@\t\r])"
+_UNGUARDED = re.compile(_FIELD_START + _FORMULA_AHEAD)
+_GUARDED = re.compile(_FIELD_START + "'" + _FORMULA_AHEAD)
 
 
 class CsvRow(NamedTuple):
@@ -351,12 +363,31 @@ def _filled(cells: list[str]) -> bool:
 
 
 def _unguard(value: str) -> str:
-    """Undo the export's formula guard: `'=x` read back is `=x`."""
-    if len(value) > 1 and value[0] == "'" and value[1].startswith(_FORMULA_START):
-        return value[1:]
-    return value
+    """Undo the export's formula guard: `'=x` read back is `=x`, `a;'=x` is `a;=x`."""
+    return _GUARDED.sub(r"\1", value)
 
 
 def guard(value: str) -> str:
-    """Keep a spreadsheet from running a value as a formula (CSV injection)."""
-    return "'" + value if value.startswith(_FORMULA_START) else value
+    """Keep a spreadsheet from running any part of a value as a formula (CSV injection).
+
+    Every field start (see `_FIELD_START`) followed by a formula character gets a
+    `'`: the one prefix spreadsheets show as text. Normal names and addresses are
+    left as they are, and `_unguard(guard(v)) == v` for every string.
+    """
+    return _UNGUARDED.sub(r"\1'", value)
+
+
+def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[str]]) -> int:
+    """Write RFC 4180 CSV (`,`, quotes where needed, CRLF) with every cell guarded.
+
+    The one writer of CSV for people's spreadsheets (the CLI's and the editor's
+    export): no cell is written without the guard. Returns the rows written, not
+    counting the header. Open `out` with newline="" so CRLF is written as it is.
+    """
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([guard(cell) for cell in header])
+    written = 0
+    for row in rows:
+        writer.writerow([guard(cell) for cell in row])
+        written += 1
+    return written
