@@ -111,10 +111,11 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
 
     # The web server (`newsletter serve`, newsletter/web/server.py): a client gets this long
-    # to send a request's headers (from connecting, or from the end of the last response),
-    # an idle keep-alive connection is closed after its timeout, and connections beyond
-    # the maximum are answered 503 and closed at once.
+    # to send a request's headers (from connecting, or from the end of the last response)
+    # and then its body, an idle keep-alive connection is closed after its timeout, and
+    # connections beyond the maximum are answered 503 and closed at once.
     http_header_timeout: float = Field(10.0, gt=0, le=300)
+    http_body_timeout: float = Field(10.0, gt=0, le=300)
     http_keepalive_timeout: float = Field(5.0, gt=0, le=300)
     http_max_connections: int = Field(1000, ge=1, le=100_000)
     # When set, /metrics answers only `Authorization: Bearer <token>`; empty: anyone

@@ -186,10 +186,16 @@ def test_metrics_without_a_token_setting_stay_open(site):
 
 # The HTTP server's limits, on the real `newsletter serve`
 
-HALF_OPEN = 800
-AFTER_A_RESPONSE = 100  # of them first complete a request, then stall on the next
+HALF_OPEN = 800  # of which, besides half a request line from the start:
+AFTER_A_RESPONSE = 100  # a whole request first, then half of the next one
+SLOW_FORM = 100  # the headers of a form POST, then a few bytes of its body
+AFTER_AN_EARLY_ANSWER = 100  # a POST the app answers (404) before the body is in
 STALL = b"GET /archive HT"  # half a request line, never finished
-DEADLINE = 60.0  # seconds: generous; the header timeout in these tests is 5
+FORM_HEAD = (
+    b"Host: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: 1000\r\n\r\nemail=a"
+)
+DEADLINE = 60.0  # seconds: generous; the timeouts in these tests are 5
 
 
 @contextmanager
@@ -258,21 +264,38 @@ def wait_closed(socks: list[socket.socket], *, deadline: float) -> list[bytes]:
 
 def test_half_open_connections_are_closed_by_the_header_timeout(cli_env, tmp_path):
     """Attack: "800 half-open connections are held indefinitely (no header timeout)"."""
+    log = tmp_path / "serve.log"
+    kinds = (
+        [b"after a response"] * AFTER_A_RESPONSE
+        + [b"slow form"] * SLOW_FORM
+        + [b"after an early answer"] * AFTER_AN_EARLY_ANSWER
+    )
+    kinds += [b"half a request line"] * (HALF_OPEN - len(kinds))
     with ExitStack() as stack:
-        address = stack.enter_context(served(cli_env, tmp_path, http_header_timeout="5"))
+        address = stack.enter_context(
+            served(cli_env, tmp_path, http_header_timeout="5", http_body_timeout="5")
+        )
         stalled = []
-        for n in range(HALF_OPEN):
+        for kind in kinds:
             sock = connect(address)
             stack.callback(sock.close)
-            if n < AFTER_A_RESPONSE:  # one whole request first: then the next is slow
+            if kind == b"after a response":
                 send_all(sock, b"GET /no-such-page HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert read_response(sock).startswith(b"HTTP/1.1 404")
-            send_all(sock, STALL)
+                send_all(sock, STALL)
+            elif kind == b"slow form":
+                send_all(sock, b"POST /subscribe HTTP/1.1\r\n" + FORM_HEAD)
+            elif kind == b"after an early answer":
+                send_all(sock, b"POST /no-such-page HTTP/1.1\r\n" + FORM_HEAD)
+            else:
+                send_all(sock, STALL)
             stalled.append(sock)
         base = f"http://{address[0]}:{address[1]}"
         assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200  # others are served
         leftovers = wait_closed(stalled, deadline=time.monotonic() + DEADLINE)
-    assert all(not data for data in leftovers)  # closed, not answered
+    for kind, data in zip(kinds, leftovers, strict=True):  # closed, and not answered
+        assert data.startswith(b"HTTP/1.1 404") if kind == b"after an early answer" else not data
+    assert "Traceback" not in log.read_text()
 
 
 def test_connections_beyond_the_limit_are_refused_at_once_and_idle_ones_closed(cli_env, tmp_path):

@@ -2,12 +2,15 @@
 
 uvicorn's h11 protocol closes a keep-alive connection only while it is idle: one
 byte cancels that timer, and a connection that never sends a whole request line
-is held for ever (800 such connections cost an attacker nothing). `Protocol` adds
+(or body) is held for ever (800 such connections cost an attacker nothing). `Protocol` adds
 what it lacks:
 
 * a header deadline: from the moment a client connects, and from the end of each
   response, it has HTTP_HEADER_TIMEOUT seconds to finish a request's headers, or
   the connection is closed (as nginx's client_header_timeout does);
+* a body deadline: once the headers are in, HTTP_BODY_TIMEOUT seconds for the
+  body (every form here is a few KB), so a body sent a byte at a time holds
+  neither a connection nor the app's task waiting for it;
 * a connection cap: a connection beyond HTTP_MAX_CONNECTIONS is answered 503 and
   closed at once, so the slots, file descriptors and memory stay bounded while
   the connections already open are served.
@@ -29,6 +32,8 @@ from typing import Any
 
 import h11
 import uvicorn
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from newsletter.config import Settings
@@ -51,23 +56,40 @@ _BUSY = (
 
 
 class ServerConfig(uvicorn.Config):
-    """uvicorn's Config plus the two limits `Protocol` applies."""
+    """uvicorn's Config plus the limits `Protocol` applies."""
 
-    def __init__(self, app: Any, *, header_timeout: float, max_connections: int, **kw: Any):
+    def __init__(
+        self,
+        app: Any,
+        *,
+        header_timeout: float,
+        body_timeout: float,
+        max_connections: int,
+        **kw: Any,
+    ) -> None:
         super().__init__(app, **kw)
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.max_connections = max_connections
         self.refused = 0  # connections refused since the last warning
         self.warned_at: float | None = None
 
 
 class Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a header deadline and a connection cap."""
+    """uvicorn's h11 protocol with read deadlines and a connection cap.
+
+    What the client owes next decides the deadline: a request's headers (from
+    connecting, or from the end of the last response), then its body; nothing
+    while the request is in and the app answers. The state is h11's, read after
+    every event that can change it, so a pipelined request or an early answer
+    (a 404 sent before the body arrived) is followed like any other.
+    """
 
     config: ServerConfig
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._header_deadline: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._awaiting: object = None  # h11.IDLE (headers owed), h11.SEND_BODY or None
         super().connection_made(transport)
         if len(self.connections) > self.config.max_connections:
             self.connections.discard(self)  # it never holds a slot
@@ -75,42 +97,45 @@ class Protocol(H11Protocol):
             transport.write(_BUSY)
             transport.close()
             return
-        self._arm_header_deadline()
+        self._follow()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:  # the request's headers are in
-            self._cancel_header_deadline()
+        self._follow()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.transport.is_closing():
-            self._cancel_header_deadline()
-        elif self.conn.their_state is h11.IDLE:  # waiting for the next request's headers
-            self._arm_header_deadline()
-        else:  # a pipelined request is already in
-            self._cancel_header_deadline()
+        self._follow()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_deadline()
+        self._cancel_deadline()
         super().connection_lost(exc)
 
-    def _arm_header_deadline(self) -> None:
-        self._cancel_header_deadline()
-        self._header_deadline = self.loop.call_later(
-            self.config.header_timeout, self._headers_too_slow
-        )
+    def _follow(self) -> None:
+        """Arm the deadline for what the client owes now, unless it already runs for it."""
+        state = self.conn.their_state
+        awaiting = state if state is h11.IDLE or state is h11.SEND_BODY else None
+        if self.transport.is_closing():
+            awaiting = None
+        if awaiting is self._awaiting:
+            return
+        self._cancel_deadline()
+        self._awaiting = awaiting
+        if awaiting is not None:
+            config = self.config
+            timeout = config.header_timeout if awaiting is h11.IDLE else config.body_timeout
+            self._deadline = self.loop.call_later(timeout, self._too_slow, awaiting)
 
-    def _cancel_header_deadline(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
-    def _headers_too_slow(self) -> None:
-        """The deadline passed with no complete request line and headers: close."""
-        self._header_deadline = None
-        idle = self.cycle is None or self.cycle.response_complete
-        if idle and self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+    def _too_slow(self, awaiting: object) -> None:
+        """The headers or the body did not arrive in time: close (an app waiting for
+        the body hears a disconnect)."""
+        self._deadline = None
+        if self.conn.their_state is awaiting and not self.transport.is_closing():
             self.transport.close()
 
     def _note_refusal(self) -> None:
@@ -155,11 +180,30 @@ def connection_cap(settings: Settings) -> int:
     return cap
 
 
+class QuietDisconnects:
+    """ASGI wrapper: a client gone before its body was read ends the request quietly.
+
+    A route reading the form of a client that left (or that the body deadline
+    closed) gets Starlette's ClientDisconnect; nobody is there to answer, and it
+    is no fault of the app's, so it is a debug line, not a logged traceback.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            log.debug("the client left before its request was read: %s", scope.get("path"))
+
+
 def server_config(app: Any, settings: Settings) -> ServerConfig:
     """The uvicorn configuration of `newsletter serve`, with the limits of `settings`."""
     return ServerConfig(
-        app,
+        QuietDisconnects(app),
         header_timeout=settings.http_header_timeout,
+        body_timeout=settings.http_body_timeout,
         max_connections=connection_cap(settings),
         http=Protocol,
         timeout_keep_alive=settings.http_keepalive_timeout,  # type: ignore[arg-type]
