@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     http_header_timeout: float = Field(10.0, gt=0, le=300)
     http_body_timeout: float = Field(10.0, gt=0, le=300)
     http_keepalive_timeout: float = Field(5.0, gt=0, le=300)
+    # 1000: each connection is a file descriptor and a few KB; two cores serve a few
+    # hundred of these pages a second, so more open at once only queue; the proxy in front
+    # keeps far fewer. Lowered at start when the open-files limit allows less.
     http_max_connections: int = Field(1000, ge=1, le=100_000)
     # When set, /metrics answers only `Authorization: Bearer <token>`; empty: anyone
     # who reaches it (then keep it behind the proxy's access rules).

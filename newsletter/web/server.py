@@ -2,8 +2,8 @@
 
 uvicorn's h11 protocol closes a keep-alive connection only while it is idle: one
 byte cancels that timer, and a connection that never sends a whole request line
-(or body) is held for ever (800 such connections cost an attacker nothing). `Protocol` adds
-what it lacks:
+(or body) is held for ever: 800 such connections cost an attacker nothing.
+`Protocol` adds what it lacks:
 
 * a header deadline: from the moment a client connects, and from the end of each
   response, it has HTTP_HEADER_TIMEOUT seconds to finish a request's headers, or
