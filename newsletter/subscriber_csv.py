@@ -59,15 +59,19 @@ _DELIMITERS = (",", ";", "\t")
 
 # The formula guard (OWASP CSV injection). A spreadsheet runs a field that starts with
 # = + - @ tab or CR as a formula, and a field may start anywhere in a cell: a reader set
-# to `;` or `|`, or one that ignores quotes or breaks lines inside them, splits
-# `x;=cmd|' /C calc'!A0` where a `,` reader sees one name. So a field start is the
-# cell's start or a place after any separator or line break, past quotes and spaces
-# a reader may strip; there a formula character gets a `'` before it (and so does a
-# `'` run before one, so reading can take exactly one `'` away again).
-_FIELD_START = r"(?:^|(?<=[,;\t|\r\n]))([\" ]*)"
-_FORMULA_AHEAD = r"(?='*[=+\-@\t\r])"
-_UNGUARDED = re.compile(_FIELD_START + _FORMULA_AHEAD)
-_GUARDED = re.compile(_FIELD_START + "'" + _FORMULA_AHEAD)
+# to `;` or `|`, or one that ignores quotes, splits `x;=cmd|' /C calc'!A0` where a `,`
+# reader sees one name. So a field start is the cell's start or a place after any
+# separator, past quotes and spaces a reader may strip; there a formula character gets
+# a `'` before it (and so does a run of `'` before one, so reading takes exactly one
+# away again). After a separator, the end of the cell counts too: a reader split there
+# takes the cell's closing quote for an opening one, and the line's end (CR) for the
+# start of a field.
+_FORMULA = r"[=+\-@\t\r]"
+_CELL_START = r"^([\" ]*)"
+_SEPARATED = r"(?<=[,;\t|\r\n])([\" ]*)"
+_UNGUARDED = re.compile(rf"{_CELL_START}(?='*{_FORMULA})|{_SEPARATED}(?='*(?:{_FORMULA}|$))")
+_GUARDED = re.compile(rf"{_CELL_START}'(?='*{_FORMULA})|{_SEPARATED}'(?='*(?:{_FORMULA}|$))")
+_LINE_BREAK = re.compile(r"\r\n?|\n")
 
 
 class CsvRow(NamedTuple):
@@ -364,17 +368,22 @@ def _filled(cells: list[str]) -> bool:
 
 def _unguard(value: str) -> str:
     """Undo the export's formula guard: `'=x` read back is `=x`, `a;'=x` is `a;=x`."""
-    return _GUARDED.sub(r"\1", value)
+    return _GUARDED.sub(lambda found: found.group(1) or found.group(2) or "", value)
 
 
 def guard(value: str) -> str:
     """Keep a spreadsheet from running any part of a value as a formula (CSV injection).
 
-    Every field start (see `_FIELD_START`) followed by a formula character gets a
-    `'`: the one prefix spreadsheets show as text. Normal names and addresses are
-    left as they are, and `_unguard(guard(v)) == v` for every string.
+    A cell is written on one line: a line break is where readers disagree about
+    where a row ends (one that ignores quotes starts a new row inside the cell,
+    and then takes the cell's closing quote for an opening one), and no stored
+    value holds one (names pass `clean_name`), so any that did is a space. Then
+    every field start (see `_FIELD_START`) followed by a formula character gets
+    a `'`: the one prefix spreadsheets show as text. Normal names and addresses
+    are left as they are, and `_unguard(guard(v)) == v` for every one-line string.
     """
-    return _UNGUARDED.sub(r"\1'", value)
+    one_line = _LINE_BREAK.sub(" ", value)
+    return _UNGUARDED.sub(lambda found: (found.group(1) or found.group(2) or "") + "'", one_line)
 
 
 def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[str]]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -297,9 +298,10 @@ def test_no_separator_or_quoting_finds_a_formula_in_an_exported_cell(value: str)
     data = exported([("ann@example.com", value), (f"a|{value}@example.com", "Ann")])
     assert formulas_in(data) == []
     read = list(csv.reader(io.StringIO(data, newline="")))[1:]
+    one_line = value.replace("\r\n", " ")  # a cell is written on one line
     assert [[subscriber_csv._unguard(cell) for cell in row] for row in read] == [
-        ["ann@example.com", value],
-        [f"a|{value}@example.com", "Ann"],
+        ["ann@example.com", one_line],
+        [f"a|{one_line}@example.com", "Ann"],
     ]
 
 
@@ -315,7 +317,8 @@ def test_the_guard_leaves_no_formula_and_reading_undoes_it_exactly(
     data = exported(rows)
     assert formulas_in(data) == []
     read = list(csv.reader(io.StringIO(data, newline="")))[1:]
-    assert [tuple(subscriber_csv._unguard(cell) for cell in row) for row in read] == rows
+    one_line = [tuple(re.sub(r"\r\n?|\n", " ", cell) for cell in row) for row in rows]
+    assert [tuple(subscriber_csv._unguard(cell) for cell in row) for row in read] == one_line
 
 
 def test_an_export_of_normal_names_reads_back_as_the_same_people(tmp_path: Path) -> None:
