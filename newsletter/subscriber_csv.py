@@ -378,7 +378,7 @@ def guard(value: str) -> str:
     where a row ends (one that ignores quotes starts a new row inside the cell,
     and then takes the cell's closing quote for an opening one), and no stored
     value holds one (names pass `clean_name`), so any that did is a space. Then
-    every field start (see `_FIELD_START`) followed by a formula character gets
+    every field start (see the comment on `_FORMULA`) before a formula character gets
     a `'`: the one prefix spreadsheets show as text. Normal names and addresses
     are left as they are, and `_unguard(guard(v)) == v` for every one-line string.
     """
