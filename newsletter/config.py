@@ -124,6 +124,21 @@ class Settings(BaseSettings):
     # X-Forwarded-For and X-Forwarded-Proto are believed; empty: nobody's are.
     trusted_proxies: str = ""
 
+    # The web server (`newsletter serve`, newsletter/web/server.py): a client gets this long
+    # to send a request's headers (from connecting, or from the end of the last response)
+    # and then its body, an idle keep-alive connection is closed after its timeout, and
+    # connections beyond the maximum are answered 503 and closed at once.
+    http_header_timeout: float = Field(10.0, gt=0, le=300)
+    http_body_timeout: float = Field(10.0, gt=0, le=300)
+    http_keepalive_timeout: float = Field(5.0, gt=0, le=300)
+    # 1000: each connection is a file descriptor and a few KB; two cores serve a few
+    # hundred of these pages a second, so more open at once only queue; the proxy in front
+    # keeps far fewer. Lowered at start when the open-files limit allows less.
+    http_max_connections: int = Field(1000, ge=1, le=100_000)
+    # When set, /metrics answers only `Authorization: Bearer <token>`; empty: anyone
+    # who reaches it (then keep it behind the proxy's access rules).
+    metrics_token: SecretStr = SecretStr("")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _log_level(cls, value: object) -> object:

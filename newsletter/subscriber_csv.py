@@ -5,7 +5,8 @@ delimiter, the rows), so a list of millions is never held as text. Spreadsheets'
 habits are met as they are: UTF-8 with or without BOM, UTF-16, Windows-1252;
 `,` `;` or tab and Excel's `sep=` line; "Email Address", "First Name" + "Last Name";
 Mailchimp's status words. A row that cannot be read is a problem on its line and the
-other rows still count. The formula guard (`guard`) is the export's; reading undoes it.
+other rows still count. Writing (`write_csv`) guards every cell against formulas,
+whatever separator the spreadsheet that opens the file assumes; reading undoes the guard.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import codecs
 import csv
 import io
 import logging
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, TextIO
 
 from newsletter.addresses import clean_name, validate_email
 from newsletter.errors import InputError
@@ -53,9 +55,23 @@ _STATUS_VALUES: dict[str, SubscriberStatus | None] = {
     "cleaned": SubscriberStatus.BOUNCED,  # Mailchimp's word for hard-bounced
 }
 
-# Leading characters a spreadsheet would run as a formula (OWASP CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _DELIMITERS = (",", ";", "\t")
+
+# The formula guard (OWASP CSV injection). A spreadsheet runs a field that starts with
+# = + - @ tab or CR as a formula, and a field may start anywhere in a cell: a reader set
+# to `;` or `|`, or one that ignores quotes, splits `x;=cmd|' /C calc'!A0` where a `,`
+# reader sees one name. So a field start is the cell's start or a place after any
+# separator, past quotes and spaces a reader may strip; there a formula character gets
+# a `'` before it (and so does a run of `'` before one, so reading takes exactly one
+# away again). After a separator, the end of the cell counts too: a reader split there
+# takes the cell's closing quote for an opening one, and the line's end (CR) for the
+# start of a field.
+_FORMULA = r"[=+\-@\t\r]"
+_CELL_START = r"^([\" ]*)"
+_SEPARATED = r"(?<=[,;\t|\r\n])([\" ]*)"
+_UNGUARDED = re.compile(rf"{_CELL_START}(?='*{_FORMULA})|{_SEPARATED}(?='*(?:{_FORMULA}|$))")
+_GUARDED = re.compile(rf"{_CELL_START}'(?='*{_FORMULA})|{_SEPARATED}'(?='*(?:{_FORMULA}|$))")
+_LINE_BREAK = re.compile(r"\r\n?|\n")
 
 
 class CsvRow(NamedTuple):
@@ -351,12 +367,36 @@ def _filled(cells: list[str]) -> bool:
 
 
 def _unguard(value: str) -> str:
-    """Undo the export's formula guard: `'=x` read back is `=x`."""
-    if len(value) > 1 and value[0] == "'" and value[1].startswith(_FORMULA_START):
-        return value[1:]
-    return value
+    """Undo the export's formula guard: `'=x` read back is `=x`, `a;'=x` is `a;=x`."""
+    return _GUARDED.sub(lambda found: found.group(1) or found.group(2) or "", value)
 
 
 def guard(value: str) -> str:
-    """Keep a spreadsheet from running a value as a formula (CSV injection)."""
-    return "'" + value if value.startswith(_FORMULA_START) else value
+    """Keep a spreadsheet from running any part of a value as a formula (CSV injection).
+
+    A cell is written on one line: a line break is where readers disagree about
+    where a row ends (one that ignores quotes starts a new row inside the cell,
+    and then takes the cell's closing quote for an opening one), and no stored
+    value holds one (names pass `clean_name`), so any that did is a space. Then
+    every field start (see the comment on `_FORMULA`) before a formula character gets
+    a `'`: the one prefix spreadsheets show as text. Normal names and addresses
+    are left as they are, and `_unguard(guard(v)) == v` for every one-line string.
+    """
+    one_line = _LINE_BREAK.sub(" ", value)
+    return _UNGUARDED.sub(lambda found: (found.group(1) or found.group(2) or "") + "'", one_line)
+
+
+def write_csv(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[str]]) -> int:
+    """Write RFC 4180 CSV (`,`, quotes where needed, CRLF) with every cell guarded.
+
+    The one writer of CSV for people's spreadsheets (the CLI's and the editor's
+    export): no cell is written without the guard. Returns the rows written, not
+    counting the header. Open `out` with newline="" so CRLF is written as it is.
+    """
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([guard(cell) for cell in header])
+    written = 0
+    for row in rows:
+        writer.writerow([guard(cell) for cell in row])
+        written += 1
+    return written

@@ -18,7 +18,6 @@ Rules the operator can rely on:
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from newsletter.errors import InputError, StoreError
 from newsletter.models import Subscriber, SubscriberStatus
 from newsletter.store import subscribers as store
 from newsletter.store.imports import ImportCounts, ImportRow, upsert_imported
-from newsletter.subscriber_csv import guard, parse_csv
+from newsletter.subscriber_csv import parse_csv, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -135,25 +134,21 @@ def import_csv(
 def export_csv(engine: Engine, out: TextIO, *, status: SubscriberStatus | None = None) -> int:
     """Write the list (or one status of it) as RFC 4180 CSV; the number of rows written.
 
-    Values a spreadsheet would run as a formula are prefixed with `'`
-    (and `parse_csv` strips that prefix again, so export → import round-trips).
+    Written by `subscriber_csv.write_csv`, which guards every cell against being
+    run as a formula (and `parse_csv` undoes the guard, so export → import round-trips).
     Open `out` with newline="" so the CRLF line ends are written as they are.
     """
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(EXPORT_COLUMNS)
-    written = 0
-    for person in store.iter_subscribers(engine, status):
-        writer.writerow(
-            (
-                guard(person.email),
-                guard(person.name),
-                person.status.value,
-                guard(person.source),
-                _timestamp(person.created_at),
-            )
+    rows = (
+        (
+            person.email,
+            person.name,
+            person.status.value,
+            person.source,
+            _timestamp(person.created_at),
         )
-        written += 1
-    return written
+        for person in store.iter_subscribers(engine, status)
+    )
+    return write_csv(out, EXPORT_COLUMNS, rows)
 
 
 # Status changes

@@ -6,7 +6,11 @@ written by the test into tmp_path.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -243,3 +247,92 @@ def test_the_example_list_parses_cleanly() -> None:
     assert 8 <= len(result.rows) <= 12
     assert result.problems == () and result.warnings == ()
     assert any(not row.name.isascii() for row in result.rows)
+
+
+# Writing: the formula guard of the export
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+SEPARATORS = (",", ";", "\t", "|")
+CSV_INJECTIONS = (
+    "x;=cmd|' /C calc'!A0",  # the issue's: bare in a `,` file, a formula in a `;` one
+    "=cmd|' /C calc'!A0",
+    'a|=HYPERLINK("https://evil.example")',
+    "Ann, +1 (555) 010",
+    "Bob\t@SUM(A1:A9)",
+    '"; =1+1',
+    "x;'=still a formula after one quote",
+    "two\r\n-lines",
+    "tab;\t=after a tab",
+)
+
+
+def spreadsheet_fields(data: str) -> Iterator[str]:
+    """Every field a spreadsheet could see in `data`: each separator, quotes honoured or not."""
+    for delimiter in SEPARATORS:
+        for quoting in (csv.QUOTE_MINIMAL, csv.QUOTE_NONE):
+            for skip_spaces in (False, True):
+                reader = csv.reader(
+                    io.StringIO(data, newline=""),
+                    delimiter=delimiter,
+                    quoting=quoting,
+                    skipinitialspace=skip_spaces,
+                )
+                for row in reader:
+                    yield from row
+
+
+def formulas_in(data: str) -> list[str]:
+    return [field for field in spreadsheet_fields(data) if field.startswith(FORMULA_START)]
+
+
+def exported(rows: list[tuple[str, ...]]) -> str:
+    out = io.StringIO(newline="")
+    assert subscriber_csv.write_csv(out, ("email", "name"), rows) == len(rows)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("value", CSV_INJECTIONS)
+def test_no_separator_or_quoting_finds_a_formula_in_an_exported_cell(value: str) -> None:
+    """Attack: "the CSV export's formula guard misses `x;=cmd|' /C calc'!A0` (written bare;
+    a `;`-separated spreadsheet sees a formula)"."""
+    data = exported([("ann@example.com", value), (f"a|{value}@example.com", "Ann")])
+    assert formulas_in(data) == []
+    read = list(csv.reader(io.StringIO(data, newline="")))[1:]
+    one_line = value.replace("\r\n", " ")  # a cell is written on one line
+    assert [[subscriber_csv._unguard(cell) for cell in row] for row in read] == [
+        ["ann@example.com", one_line],
+        [f"a|{one_line}@example.com", "Ann"],
+    ]
+
+
+@given(
+    st.lists(
+        st.tuples(st.text(alphabet="=+-@\t\r\n,;|\"' ax", max_size=10), st.text(max_size=6)),
+        max_size=4,
+    )
+)
+def test_the_guard_leaves_no_formula_and_reading_undoes_it_exactly(
+    rows: list[tuple[str, str]],
+) -> None:
+    data = exported(rows)
+    assert formulas_in(data) == []
+    read = list(csv.reader(io.StringIO(data, newline="")))[1:]
+    one_line = [tuple(re.sub(r"\r\n?|\n", " ", cell) for cell in row) for row in rows]
+    assert [tuple(subscriber_csv._unguard(cell) for cell in row) for row in read] == one_line
+
+
+def test_an_export_of_normal_names_reads_back_as_the_same_people(tmp_path: Path) -> None:
+    people = [
+        ("ann@example.com", "Ann Lee"),
+        ("zoe@example.org", "Zoë Müller, Jr."),
+        ("o.brien@example.net", "Seán O'Brien"),
+        ("dash-in@example.com", "Jean-Luc"),
+        ("-lead@example.com", "=Not A Formula"),
+    ]
+    path = tmp_path / "export.csv"
+    with path.open("w", encoding="utf-8", newline="") as out:
+        subscriber_csv.write_csv(out, ("email", "name"), people)
+    assert path.read_text(encoding="utf-8").splitlines()[3] == "o.brien@example.net,Seán O'Brien"
+    result = parse_csv(path)
+    assert [(row.email, row.name) for row in result.rows] == people
+    assert result.problems == () and result.warnings == ()

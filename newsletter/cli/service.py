@@ -53,14 +53,14 @@ def serve(
     """Serve the web side: unsubscribe, sign-up, archive, and the editor at /editor.
 
     Behind a reverse proxy (deploy/nginx.conf), set NEWSLETTER_TRUSTED_PROXIES to
-    its address so the client's address and https come from its headers.
+    its address so the client's address and https come from its headers. Slow or
+    idle clients are closed after HTTP_HEADER_TIMEOUT / HTTP_KEEPALIVE_TIMEOUT, and
+    connections beyond HTTP_MAX_CONNECTIONS are answered 503.
 
     Example: newsletter serve --port 8000   (then open http://127.0.0.1:8000/editor)
     """
-    import uvicorn
-
     from newsletter.listen import listen
-    from newsletter.web import create_app
+    from newsletter.web import create_app, server
 
     settings = settings_of(ctx)
     require_secret_key(settings)
@@ -71,9 +71,7 @@ def serve(
     url = f"http://{shown}:{bound}"
     console.print(f"serving on {url} (editor: {url}/editor)", soft_wrap=True, highlight=False)
     sys.stdout.flush()  # under systemd or a pipe the line is seen now, not at exit
-    # proxy_headers=False: the one rule for X-Forwarded-* is the app's (web/proxy.py).
-    config = uvicorn.Config(app, log_level="warning", proxy_headers=False, lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
+    server.run(app, settings, sock)
 
 
 def hash_password(

@@ -27,6 +27,7 @@ from newsletter.config import Settings, require_secret_key
 from newsletter.store.engine import open_engine
 from newsletter.tokens import signer_for
 from newsletter.web import editor, public
+from newsletter.web.headers import SecurityHeaders
 from newsletter.web.pages import Pages
 from newsletter.web.proxy import ProxyHeaders
 from newsletter.web.sessions import SessionCookies
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*public.ROUTES, *editor.ROUTES],
         lifespan=_lifespan,
         middleware=[
+            Middleware(SecurityHeaders),  # CSP, nosniff, referrer where a route set none
             # Outermost: every later layer sees the client and scheme by the one rule.
             Middleware(ProxyHeaders, trusted=settings.trusted_networks),
             # Editor sessions from the database (`request.session`) and every cookie set.

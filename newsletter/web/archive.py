@@ -32,7 +32,7 @@ _BODY_OPEN = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 # script may run on the site's origin, whatever an article smuggled in.
 EDITION_CSP = (
     "default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; "
-    "font-src https: data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+    "font-src https: data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
 

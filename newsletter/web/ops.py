@@ -1,11 +1,14 @@
 """For operators: `/healthz` for load balancers and uptime checks, `/metrics` for Prometheus.
 
-Neither needs a login: they show counts and states, never an address. Put
-them behind the proxy's access rules if even counts are private.
+Neither needs the editor's login: they show counts and states, never an address.
+`/healthz` is always open (a load balancer asks it; it shows no counts). `/metrics`
+answers only `Authorization: Bearer <METRICS_TOKEN>` when that setting is set, and
+anyone who reaches it when it is empty: then keep it behind the proxy's access rules.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from sqlalchemy import Engine
@@ -60,9 +63,29 @@ def healthz(request: Request) -> Response:
     return JSONResponse(body, headers=_NO_CACHE)
 
 
+def metrics_allowed(request: Request) -> bool:
+    """Whether the request may read /metrics: always when METRICS_TOKEN is empty, else
+    only with `Authorization: Bearer <token>`, compared in constant time (no timing
+    of the comparison tells how much of a guess was right)."""
+    token = request.app.state.settings.metrics_token.get_secret_value()
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def metrics(request: Request) -> Response:
     """Prometheus text format. A database that does not answer is `newsletter_database_up 0`
-    (still 200, so the scrape itself, `up`, stays a statement about this process)."""
+    (still 200, so the scrape itself, `up`, stays a statement about this process).
+    Without the token (when METRICS_TOKEN is set): 401 and `WWW-Authenticate: Bearer`."""
+    if not metrics_allowed(request):
+        return PlainTextResponse(
+            "a bearer token is needed (METRICS_TOKEN)\n",
+            status_code=401,
+            headers={**_NO_CACHE, "WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     engine = request.app.state.engine
     try:
         snapshot = stats.snapshot(engine)
