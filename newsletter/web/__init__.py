@@ -11,6 +11,8 @@
     login_throttle.py  attempts counted per client, per device and overall
     pages.py     rendering the HTML pages (Jinja2, autoescaped) from templates/web/
     proxy.py     the client's address and scheme (TRUSTED_PROXIES), one rule for all
+    headers.py   the security headers every response gets unless its route set its own
+    server.py    `newsletter serve`'s uvicorn: header and body deadlines, a connection cap
 
 `create_app(settings)` wires them; `newsletter serve` runs it under uvicorn.
 """
@@ -45,8 +47,9 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*public.ROUTES, *editor.ROUTES],
         lifespan=_lifespan,
         middleware=[
-            Middleware(SecurityHeaders),  # CSP, nosniff, referrer where a route set none
-            # Outermost: every later layer sees the client and scheme by the one rule.
+            # Outermost: CSP, nosniff and a referrer policy on every answer, 500s included.
+            Middleware(SecurityHeaders),
+            # Then every later layer sees the client and scheme by the one rule.
             Middleware(ProxyHeaders, trusted=settings.trusted_networks),
             # Editor sessions from the database (`request.session`) and every cookie set.
             Middleware(SessionCookies, settings=settings),
