@@ -141,34 +141,17 @@ def assemble_message(
     if not mailto.strip().lower().startswith("mailto:"):
         mailto = "mailto:" + mailto.strip()
     mailto = checked(mailto, "unsubscribe mailto", MAILTO_RE, MAX_URL, where)
-    if message_id is None:
-        message_id = make_message_id(settings.sender_domain)
-    else:
-        inner = message_id.strip()
-        if inner.startswith("<") and inner.endswith(">"):
-            inner = inner[1:-1]
-        message_id = "<" + checked(inner, "Message-ID", MESSAGE_ID_RE, 900, where) + ">"
-    when = date or datetime.now(UTC)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-
+    message_id = checked_message_id(message_id, settings.sender_domain, where)
     unsubscribe = f"List-Unsubscribe: <{url}>, <{mailto}>"
     if len(unsubscribe) > MAX_LINE:
         unsubscribe = f"List-Unsubscribe: <{url}>,\r\n <{mailto}>"
-    if boundary is None:
-        boundary = "=_" + secrets.token_hex(16)  # "=_" never occurs in quoted-printable text
-    elif not _BOUNDARY_RE.fullmatch(boundary):
-        raise InputError(
-            f"MIME boundary {boundary!r} is not '=_' and 1 to 68 RFC 2046 boundary characters",
-            where=where,
-            hint="leave boundary unset for a random one",
-        )
+    boundary = checked_boundary(boundary, where)
     head = "\r\n".join(
         (
             from_header(settings.from_name, settings.from_address),
             address_header("To", clean_header_text(recipient.name), address),
             subject_header(subject),
-            f"Date: {format_datetime(when)}",
+            date_header(date),
             f"Message-ID: {message_id}",
             list_id_header(settings.name, settings.list_id),
             unsubscribe,
@@ -190,6 +173,37 @@ def assemble_message(
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
     )
+
+
+def checked_message_id(message_id: str | None, domain: str, where: str) -> str:
+    """`<message_id>` checked (brackets optional in the argument), or a new one on `domain`."""
+    if message_id is None:
+        return make_message_id(domain)
+    inner = message_id.strip()
+    if inner.startswith("<") and inner.endswith(">"):
+        inner = inner[1:-1]
+    return "<" + checked(inner, "Message-ID", MESSAGE_ID_RE, 900, where) + ">"
+
+
+def checked_boundary(boundary: str | None, where: str) -> str:
+    """A random MIME boundary, or the given one if it is one ("=_": never in quoted-printable)."""
+    if boundary is None:
+        return "=_" + secrets.token_hex(16)
+    if not _BOUNDARY_RE.fullmatch(boundary):
+        raise InputError(
+            f"MIME boundary {boundary!r} is not '=_' and 1 to 68 RFC 2046 boundary characters",
+            where=where,
+            hint="leave boundary unset for a random one",
+        )
+    return boundary
+
+
+def date_header(date: datetime | None) -> str:
+    """The Date: line for `date` (naive is UTC), or for now."""
+    when = date or datetime.now(UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return f"Date: {format_datetime(when)}"
 
 
 def _recipient_label(recipient: Recipient) -> str:

@@ -22,26 +22,20 @@ as a name, and a message sent on a stranger's word must carry no text of theirs.
 
 from __future__ import annotations
 
-import re
-import secrets
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from datetime import datetime
 
 from newsletter.config import Settings
-from newsletter.errors import InputError
 from newsletter.headers import (
     ADDRESS_RE,
     MAX_ADDRESS,
-    MESSAGE_ID_RE,
     address_header,
     checked,
     from_header,
     subject_header,
 )
-from newsletter.message import make_message_id
+from newsletter.message import checked_boundary, checked_message_id, date_header
 from newsletter.quoted_printable import encode_text
 
-_BOUNDARY_RE = re.compile(r"=_[0-9A-Za-z'()+_,./:=?-]{1,68}")  # RFC 2046 bchars after "=_"
 _PART = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n'
 
 
@@ -58,32 +52,21 @@ def transactional_message(
 ) -> bytes:
     """The message to the address `to`, ready for SMTP DATA (CRLF line ends, ASCII).
 
-    `date` (naive is UTC), `message_id` (with its angle brackets) and `boundary`
+    `date` (naive is UTC), `message_id` (angle brackets optional) and `boundary`
     default to now and fresh random ones; golden tests give all three. Raises
     InputError when the address, the Message-ID or the boundary cannot be written
     safely; ConfigError (from `headers.from_header`) for an unusable FROM_ADDRESS.
     """
     where = f"recipient {to!r}"
     address = checked(to, "email address", ADDRESS_RE, MAX_ADDRESS, where)
-    if message_id is None:
-        message_id = make_message_id(settings.sender_domain)
-    elif not (message_id.startswith("<") and message_id.endswith(">")):
-        raise InputError(f"Message-ID {message_id!r} lacks its angle brackets", where=where)
-    else:
-        checked(message_id[1:-1], "Message-ID", MESSAGE_ID_RE, 900, where)
-    if boundary is None:
-        boundary = "=_" + secrets.token_hex(16)  # "=_" never occurs in quoted-printable text
-    elif not _BOUNDARY_RE.fullmatch(boundary):
-        raise InputError(f"MIME boundary {boundary!r} is not '=_' and 1 to 68 characters")
-    when = date or datetime.now(UTC)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+    message_id = checked_message_id(message_id, settings.sender_domain, where)
+    boundary = checked_boundary(boundary, where)
     head = "\r\n".join(
         (
             from_header(settings.from_name, settings.from_address),
             address_header("To", "", address),
             subject_header(subject),
-            f"Date: {format_datetime(when)}",
+            date_header(date),
             f"Message-ID: {message_id}",
             "Auto-Submitted: auto-generated",
             "MIME-Version: 1.0",
