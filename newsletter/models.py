@@ -34,6 +34,17 @@ class DeliveryStatus(StrEnum):
     SKIPPED = "skipped"  # the subscriber left before their message went out
 
 
+class BounceKind(StrEnum):
+    """What a message arriving at the bounce address says (`newsletter.bounces`)."""
+
+    HARD = "hard"  # permanent failure (5.x.x): counts towards BOUNCE_LIMIT
+    SOFT = "soft"  # transient failure given up on (4.x.x, mailbox full...): counted apart
+    DELAYED = "delayed"  # "still trying" notices: nothing to record
+    COMPLAINT = "complaint"  # an ARF report (RFC 5965) from a feedback loop: unsubscribe at once
+    AUTO_REPLY = "auto_reply"  # vacation / out-of-office / other auto-replies: ignored
+    UNKNOWN = "unknown"  # not recognised as any of those: set aside for a person
+
+
 class SignupOutcome(StrEnum):
     """What a sign-up did (the form's answer)."""
 
