@@ -95,7 +95,7 @@ def test_a_session_cookie_copied_before_logout_opens_nothing_in_another_browser(
             assert other.url == f"{url}/editor"  # the copy works while the session lives
 
             page.click("button:has-text('Log out')")
-            page.wait_for_url(f"{url}/editor/login")
+            page.wait_for_url(f"{url}/editor/login?ended=logout")
 
             other.goto(f"{url}/editor/subscribers")
             assert "/editor/login" in other.url
