@@ -37,7 +37,7 @@ from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesParser, HeaderParser
 from email.policy import compat32
-from email.utils import getaddresses
+from email.utils import getaddresses, parseaddr
 
 from newsletter.addresses import validate_email
 from newsletter.bounces import BounceReport
@@ -463,7 +463,7 @@ def _field_blocks(part: Message) -> list[dict[str, str]]:
     payload = part.get_payload()
     if isinstance(payload, list):
         blocks = [
-            {k.lower(): _decoded(str(v)) for k, v in reversed(b.items())}
+            {k.lower(): _decoded(str(v)) for k, v in reversed(list(b.raw_items()))}
             for b in payload
             if isinstance(b, Message)
         ]
@@ -579,7 +579,7 @@ def _addresses(text: str, *, checked: bool = True) -> tuple[str, ...]:
 
 def _address(raw: str, *, checked: bool = True) -> str:
     """One address, without display name or brackets, lower-cased; "" when it is not one."""
-    candidate = raw.strip().strip("<>").strip().lower()
+    candidate = (parseaddr(raw)[1] if "<" in raw else raw).strip().strip("<>").strip().lower()
     if not candidate or len(candidate) > 254 or not _ADDR_SPEC.match(candidate):
         return ""
     if checked:
