@@ -339,6 +339,15 @@ def test_kind_by_action_status_and_words(
     assert report.diagnostic == diagnostic
 
 
+def test_a_global_delivery_status_is_read_as_a_dsn() -> None:
+    """RFC 6533's UTF-8 form: Python parses it as one message, its recipient blocks as body."""
+    data = _dsn("Final-Recipient: utf-8; Tom@Example.com\nAction: failed\nStatus: 5.1.1").replace(
+        b"message/delivery-status", b"message/global-delivery-status"
+    )
+    report = read_report(data)
+    assert (report.kind, report.recipients, report.status) == (HARD, ("tom@example.com",), "5.1.1")
+
+
 def test_several_recipients_the_gravest_outcome_names_its_addresses() -> None:
     report = read_report(
         _dsn(

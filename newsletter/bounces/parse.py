@@ -458,18 +458,29 @@ def _walk(message: Message) -> list[Message] | None:
 
 def _field_blocks(part: Message) -> list[dict[str, str]]:
     """The header-like blocks of a delivery-status or feedback-report part, each as
-    {lower-case name: first value}. Python parses these into one Message per block; when
-    it did not (an odd transfer encoding), the text is split here."""
+    {lower-case name: first value, decoded and clean}. Python parses a delivery-status
+    part into one Message per block, but a message/global-delivery-status (RFC 6533) or a
+    feedback report into one Message whose body holds the rest: that is split here."""
     payload = part.get_payload()
-    if isinstance(payload, list):
-        blocks = [
-            {k.lower(): _decoded(str(v)) for k, v in reversed(list(b.raw_items()))}
-            for b in payload
-            if isinstance(b, Message)
-        ]
-        return [b for b in blocks if b]
-    text = _payload_text(part)
-    blocks, current, last = [], {}, ""
+    if not isinstance(payload, list):
+        return _split_blocks(_payload_text(part))
+    blocks = []
+    for block in payload[: MAX_RECIPIENTS + 1]:
+        if isinstance(block, Message):
+            blocks.append(
+                {k.lower(): _decoded(str(v)) for k, v in reversed(list(block.raw_items()))}
+            )
+            rest = block.get_payload()
+            if isinstance(rest, str) and rest.strip():
+                blocks += _split_blocks(rest[:MAX_TEXT_CHARS])
+    return [b for b in blocks if b]
+
+
+def _split_blocks(text: str) -> list[dict[str, str]]:
+    """`Name: value` lines (folded ones joined) in blocks parted by blank lines."""
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last = ""
     for line in text.splitlines()[:2000]:
         if not line.strip():
             if current:
@@ -483,7 +494,7 @@ def _field_blocks(part: Message) -> list[dict[str, str]]:
             current.setdefault(last, value.strip()[:MAX_HEADER_CHARS])
     if current:
         blocks.append(current)
-    return blocks
+    return [{name: _decoded(value) for name, value in block.items()} for block in blocks]
 
 
 def _original(parts: list[Message]) -> Message | None:
