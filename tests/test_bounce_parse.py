@@ -270,6 +270,45 @@ def test_auto_reply_signs(header: str, subject: str) -> None:
     assert read_report(data).kind is AUTO
 
 
+def test_a_read_receipt_is_ignored_as_an_auto_reply() -> None:
+    data = _message(
+        "From: Ann <ann@example.com>\nSubject: Read: The Daily\n"
+        'Content-Type: multipart/report; report-type=disposition-notification; boundary="m"\n',
+        "--m\nContent-Type: text/plain\n\nYour message was displayed.\n\n"
+        "--m\nContent-Type: message/disposition-notification\n\n"
+        "Final-Recipient: rfc822; ann@example.com\n"
+        "Disposition: manual-action/MDN-sent-manually; displayed\n\n--m--\n",
+    )
+    report = read_report(data)
+    assert report.kind is AUTO and "read receipt" in report.detail
+
+
+def test_exims_plain_delay_warning_is_delayed() -> None:
+    data = _message(
+        "From: Mail Delivery System <Mailer-Daemon@mx.example.net>\n"
+        "Subject: Warning: message 1vQ2aB-000Xy1-0c delayed 24 hours\n"
+        "Auto-Submitted: auto-replied\n",
+        "This message was created automatically by mail delivery software.\n\n"
+        "A message that you sent has not yet been delivered to one or more of its\n"
+        "recipients after more than 24 hours on the queue on mx.example.net.\n\n"
+        "The address to which the message has not yet been delivered is:\n\n"
+        "  amy@example.net\n    host mx2.example.net [198.51.100.21]\n"
+        "    Delay reason: SMTP error from remote mail server after RCPT TO:<amy@example.net>:\n"
+        "    451 4.7.1 Greylisted, try again later\n\n"
+        "No action is required on your part. Delivery attempts will continue for\n"
+        "some time, and this warning may be repeated at intervals if the message\n"
+        "remains undelivered. Eventually the mail delivery software will give up,\n"
+        "and when that happens, the message will be returned to you.\n",
+    )
+    report = read_report(data)
+    assert (report.kind, report.recipients, report.status) == (
+        DELAYED,
+        ("amy@example.net",),
+        "4.7.1",
+    )
+    assert report.reporter == "exim"
+
+
 def test_a_message_without_auto_reply_signs_is_unknown() -> None:
     data = _message("From: Sam <sam@example.com>\nSubject: Re: The Daily\n", "Back soon.\n")
     assert read_report(data).kind is UNKNOWN

@@ -11,7 +11,8 @@ for before the auto-reply signs, and an auto-reply never counts as a bounce):
 3. a plain-text bounce from a mailer daemon (qmail, Exim without its DSN part,
    old Postfix and Gmail forms...): the failed address, a status and the words;
 4. an auto-reply (RFC 3834 `Auto-Submitted`, `X-Autoreply`, `Precedence:
-   auto_reply`, Exchange's `X-Auto-Response-Suppress`, an out-of-office Subject);
+   auto_reply`, Exchange's `X-Auto-Response-Suppress`, an out-of-office Subject)
+   or a read receipt (RFC 8098): AUTO_REPLY, ignored;
 5. anything else: UNKNOWN, for a person.
 
 Hard or soft: the enhanced status code's class decides (RFC 3463: 5 permanent,
@@ -22,7 +23,7 @@ when a server sends it with class 5. With no status, `_PHRASES` (well-known
 wordings) decide, then the basic SMTP reply code, then the report's own words.
 
 Anyone can mail the bounce address, so nothing here trusts the bytes: at most
-MAX_MESSAGE_BYTES are parsed, only with at most MAX_BOUNDARIES multipart
+MAX_MESSAGE_BYTES in MAX_LINES lines are parsed, only with at most MAX_BOUNDARIES multipart
 boundaries and MAX_NESTED message/* parts declared (Python's parser checks each
 line against every open boundary and recurses per level), at most MAX_PARTS
 parts are walked (iteratively), text is searched in its first MAX_TEXT_CHARS,
@@ -47,7 +48,8 @@ from newsletter.models import BounceKind
 
 __all__ = ["read_report", "MAX_MESSAGE_BYTES"]
 
-MAX_MESSAGE_BYTES = 2 * 1024 * 1024  # a DSN returning a whole edition is ~150 KB
+MAX_MESSAGE_BYTES = 1024 * 1024  # a DSN returning a whole edition is ~150 KB
+MAX_LINES = 20_000  # the parser's cost is per line: 1 MB of base64 is 14,000 lines
 MAX_BOUNDARIES = 25  # a real report nests three or four multiparts
 MAX_NESTED = 10  # message/* parts (each one a recursion of the parser)
 MAX_PARTS = 60
@@ -163,6 +165,8 @@ def _read(data: bytes) -> BounceReport:
         return _unknown("empty")
     if len(data) > MAX_MESSAGE_BYTES:
         return _unknown(f"too big (over {MAX_MESSAGE_BYTES // 1024} KB; a bounce is a few KB)")
+    if max(data.count(b"\n"), data.count(b"\r")) > MAX_LINES:
+        return _unknown(f"too many lines (over {MAX_LINES:,}; a bounce has a few hundred)")
     if len(_BOUNDARY.findall(data)) > MAX_BOUNDARIES:
         return _unknown(f"nested too deep (over {MAX_BOUNDARIES} MIME boundaries)")
     if len(_MESSAGE_TYPE.findall(data)) > MAX_NESTED:
@@ -178,16 +182,13 @@ def _read(data: bytes) -> BounceReport:
     for part in parts:
         if part.get_content_type() in ("message/delivery-status", "message/global-delivery-status"):
             return _dsn(message, parts, part, sent_to)
+    if any(p.get_content_type() == "message/disposition-notification" for p in parts):
+        return _auto_reply(sent_to, "a read receipt (RFC 8098 MDN): ignored")
     text_bounce = _text_bounce(message, parts, sent_to)
     if text_bounce is not None:
         return text_bounce
     if _is_auto_reply(message):
-        return BounceReport(
-            BounceKind.AUTO_REPLY,
-            sent_to=sent_to,
-            reporter="auto-reply",
-            detail="an auto-reply or out-of-office message: ignored",
-        )
+        return _auto_reply(sent_to, "an auto-reply or out-of-office message: ignored")
     return _unknown("not a delivery report, complaint or auto-reply", sent_to=sent_to)
 
 
@@ -241,7 +242,7 @@ def _dsn(
         :MAX_RECIPIENTS
     ]
     original = _original(parts)
-    reporter = _style(message, per_message, _notification_text(parts))
+    reporter = _style(message, blocks, _notification_text(parts))
     verp = (
         _address(_strip_type(per_message.get("x-postfix-sender", ""))),
         _address(_header(original, "Return-Path")) if original is not None else "",
@@ -291,11 +292,12 @@ def _dsn(
     )
 
 
-def _style(message: Message, per_message: dict[str, str], text: str) -> str:
+def _style(message: Message, blocks: list[dict[str, str]], text: str) -> str:
     """Which MTA wrote the report (for logs and tests): each leaves its own marks."""
     sender = _header(message, "From").lower()
-    mta = per_message.get("reporting-mta", "").lower()
-    if "x-postfix-queue-id" in per_message or "This is the mail system at host" in text:
+    fields = {name for block in blocks for name in block}
+    mta = blocks[0].get("reporting-mta", "").lower() if blocks else ""
+    if "x-postfix-queue-id" in fields or "This is the mail system at host" in text:
         return "postfix"
     if (
         "x-ms-exchange-message-is-ndr" in _names(message)
@@ -305,7 +307,7 @@ def _style(message: Message, per_message: dict[str, str], text: str) -> str:
         return "exchange"
     if "googlemail.com" in sender or "google.com" in mta or "googlemail.com" in mta:
         return "gmail"
-    if "x-exim-diagnostic" in text.lower() or _TEXT_BOUNCES[1][1].search(text):
+    if "x-exim-diagnostic" in fields or _TEXT_BOUNCES[1][1].search(text):
         return "exim"
     if "The original message was received at" in text or _header(message, "Subject").startswith(
         "Returned mail"
@@ -615,6 +617,12 @@ def _message_id(value: str | re.Match[str] | None) -> str:
         value = value.group(1)
     match = re.search(r"<[^<>\s]{3,250}>", value or "")
     return one_line(match.group(0)) if match else ""
+
+
+def _auto_reply(sent_to: str, detail: str) -> BounceReport:
+    return BounceReport(
+        BounceKind.AUTO_REPLY, sent_to=sent_to, reporter="auto-reply", detail=detail
+    )
 
 
 def _unknown(detail: str, *, sent_to: str = "", reporter: str = "") -> BounceReport:
