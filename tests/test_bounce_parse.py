@@ -475,6 +475,9 @@ def test_empty_and_too_big() -> None:
     big = (CORPUS / "postfix-hard.eml").read_bytes() + b"x" * parse.MAX_MESSAGE_BYTES
     report = read_report(big)
     assert report.kind is UNKNOWN and "too big" in report.detail
+    lines = b"From: a@example.com\n\n" + b"x\r" * (parse.MAX_LINES + 1)  # CR alone ends a line
+    report = read_report(lines)
+    assert report.kind is UNKNOWN and "too many lines" in report.detail
 
 
 def test_nested_too_deep() -> None:

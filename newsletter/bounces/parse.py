@@ -48,7 +48,9 @@ from newsletter.models import BounceKind
 
 __all__ = ["read_report", "MAX_MESSAGE_BYTES"]
 
-MAX_MESSAGE_BYTES = 1024 * 1024  # a DSN returning a whole edition is ~150 KB
+MAX_MESSAGE_BYTES = (
+    2 * 1024 * 1024
+)  # as bounces/mailbox.py reads; a DSN quoting an edition: ~150 KB
 MAX_LINES = 20_000  # the parser's cost is per line: 1 MB of base64 is 14,000 lines
 MAX_BOUNDARIES = 25  # a real report nests three or four multiparts
 MAX_NESTED = 10  # message/* parts (each one a recursion of the parser)
