@@ -48,6 +48,17 @@ EXPECTED = {
         reporter="postfix",
         detail="",
     ),
+    # Not modelled: what this machine's Postfix mailed back (a 550 from smtp-sink), as it came.
+    "postfix-real.eml": dict(
+        kind=HARD,
+        recipients=("gone@example.net",),
+        sent_to="bounces+d42k7q2m4xwz3a5bcdefgh@news.test",
+        status="5.1.1",
+        diagnostic="550 5.1.1 <gone@example.net>: Recipient address rejected: User unknown",
+        message_id="<20261125.42.abcdef@news.test>",
+        reporter="postfix",
+        detail="",
+    ),
     "postfix-delayed.eml": dict(
         kind=DELAYED,
         recipients=("bo@example.net",),
