@@ -281,6 +281,26 @@ def test_auto_reply_signs(header: str, subject: str) -> None:
     assert read_report(data).kind is AUTO
 
 
+def test_sendmails_plain_text_bounce() -> None:
+    """Old sendmail, without a DSN part: its report opens with "The original message was
+    received at", which is not where the copy starts."""
+    data = _message(
+        "From: Mail Delivery Subsystem <MAILER-DAEMON@mail.example.edu>\n"
+        "Subject: Returned mail: User unknown\n",
+        "The original message was received at Tue, 1 Dec 2026 04:17:28 -0500\n"
+        "from relay.news.example.org [192.0.2.10]\n\n"
+        "   ----- The following addresses had permanent fatal errors -----\n"
+        "<Bea@Example.EDU>\n    (reason: 550 5.1.1 User unknown)\n\n"
+        "   ----- Original message follows -----\n\n"
+        "From: The Daily <news@news.example.org>\nTo: Bea@Example.EDU\n"
+        "Message-ID: <edition-2026-12-01.30@news.example.org>\n\nGood morning.\n",
+    )
+    report = read_report(data)
+    assert (report.kind, report.recipients, report.status) == (HARD, ("bea@example.edu",), "5.1.1")
+    assert report.diagnostic == "(reason: 550 5.1.1 User unknown)"
+    assert report.message_id == _edition(30)
+
+
 def test_a_read_receipt_is_ignored_as_an_auto_reply() -> None:
     data = _message(
         "From: Ann <ann@example.com>\nSubject: Read: The Daily\n"

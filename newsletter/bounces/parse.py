@@ -77,7 +77,7 @@ _NOT_A_RECIPIENT = ("postmaster", "mailer-daemon", "mail-daemon", "abuse", "nore
 # the original, not the report (its To and addresses are not the failed ones).
 _COPY_STARTS = re.compile(
     r"^[ \t-]*(?:This is a copy of the message|Below this line is a copy of the message"
-    r"|-+ ?Original message ?-+|Original message follows|The original message was"
+    r"|-+ ?Original message ?-+|Original message follows|Returned mail follows"
     r"|Undelivered message headers|Included is a copy of the message)",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -330,7 +330,7 @@ def _text_bounce(message: Message, parts: list[Message], sent_to: str) -> Bounce
     """
     failed_header = _header(message, "X-Failed-Recipients")
     text = _notification_text(parts)
-    body, _, copy = _split_copy(text)
+    body, copy = _split_copy(text)
     reporter = next((name for name, words in _TEXT_BOUNCES if words.search(body)), "")
     from_daemon = bool(_DAEMON_FROM.search(_header(message, "From")))
     bounce_subject = bool(_BOUNCE_SUBJECT.search(_header(message, "Subject")))
@@ -390,11 +390,10 @@ def _diagnosis(body: str) -> tuple[str, str]:
     return status, ""
 
 
-def _split_copy(text: str) -> tuple[str, str, str]:
+def _split_copy(text: str) -> tuple[str, str]:
+    """The report's own words, and the copy of the original message after them."""
     match = _COPY_STARTS.search(text)
-    if match is None:
-        return text, "", ""
-    return text[: match.start()], match.group(0), text[match.start() :]
+    return (text, "") if match is None else (text[: match.start()], text[match.start() :])
 
 
 # Auto-replies
