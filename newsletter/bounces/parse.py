@@ -111,15 +111,13 @@ _DELAY_WORDS = re.compile(
 _PERMANENT_WORDS = re.compile(r"permanent|given up|giving up|failed permanently", re.I)
 # Well-known wordings, for when a report gives no enhanced status code; first match wins,
 # so "mailbox full" (soft, see the docstring) is tried before the "no such mailbox" kin.
+_MAILBOX_FULL = re.compile(
+    r"mailbox (?:is )?full|over ?quota|quota exceeded|exceeded (?:its |the )?(?:storage|quota)"
+    r"|insufficient (?:system )?storage|out of storage|mailbox size limit",
+    re.I,
+)
 _PHRASES = (
-    (
-        BounceKind.SOFT,
-        re.compile(
-            r"mailbox (?:is )?full|over ?quota|quota exceeded|exceeded"
-            r" (?:storage|the storage|quota)|insufficient (?:system )?storage",
-            re.I,
-        ),
-    ),
+    (BounceKind.SOFT, _MAILBOX_FULL),
     (
         BounceKind.HARD,
         re.compile(
@@ -416,10 +414,14 @@ def _is_auto_reply(message: Message) -> bool:
 
 def _judge(status: str, diagnostic: str, fallback: BounceKind) -> tuple[BounceKind, str]:
     """HARD or SOFT for a failure, and the status code it rests on (see the module docstring)."""
-    code = _status(status) or _status(diagnostic)
+    code, quoted = _status(status), _status(diagnostic)
+    if not code or (code.endswith(".0.0") and quoted[:1] == code[:1]):
+        code = quoted or code  # Exim's "Status: 5.0.0" over the server's own "550 5.1.1"
     if code[:1] in ("4", "5"):
         if code.split(".")[1:] == ["2", "2"]:
             return BounceKind.SOFT, code  # mailbox full: RFC 3463's persistent transient
+        if code.endswith(".0.0") and _MAILBOX_FULL.search(diagnostic):
+            return BounceKind.SOFT, code  # "other or undefined", in words: mailbox full
         return (BounceKind.HARD if code[0] == "5" else BounceKind.SOFT), code
     # No code, or a success code on a failure (which contradicts itself): the words decide.
     for kind, phrase in _PHRASES:
