@@ -19,16 +19,27 @@ Hard or soft: the enhanced status code's class decides (RFC 3463: 5 permanent,
 4 transient), except X.2.2 "mailbox full", which RFC 3463 §3.3 calls a
 "persistent transient failure": the mailbox exists and empties when its owner
 deletes mail, so one full mailbox must not end a subscription; it is SOFT even
-when a server sends it with class 5. With no status, `_PHRASES` (well-known
-wordings) decide, then the basic SMTP reply code, then the report's own words.
+when a server sends it with class 5. A generic X.0.0 (Exim's usual Status)
+gives way to the code the server itself quoted, or to the words for a full
+mailbox. With no status, `_PHRASES` (well-known wordings) decide, then the
+basic SMTP reply code, then the report itself ("failed" in a DSN, "permanent"
+in a plain-text bounce: HARD; a plain-text bounce that says neither: SOFT).
+
+`sent_to` is the address the report came to (Delivered-To, X-Original-To,
+Envelope-To, then To), preferring a VERP form (`bounces+<token>@`); when none of
+those has one, the VERP envelope sender the report quotes (Postfix's
+X-Postfix-Sender, ARF's Original-Mail-From, the returned message's Return-Path),
+since a feedback loop mails its own address, not ours. The caller checks the
+token's signature, so a quoted one is no weaker than a header.
 
 Anyone can mail the bounce address, so nothing here trusts the bytes: at most
-MAX_MESSAGE_BYTES in MAX_LINES lines are parsed, only with at most MAX_BOUNDARIES multipart
-boundaries and MAX_NESTED message/* parts declared (Python's parser checks each
-line against every open boundary and recurses per level), at most MAX_PARTS
-parts are walked (iteratively), text is searched in its first MAX_TEXT_CHARS,
-and any exception at all becomes an UNKNOWN report naming it. Addresses are
-lower-cased and checked; every text passes `hygiene.one_line`, bounded.
+MAX_MESSAGE_BYTES in MAX_LINES lines are parsed (the parser's cost is per
+line), only with at most MAX_BOUNDARIES multipart boundaries and MAX_NESTED
+message/* parts declared (Python's parser checks each line against every open
+boundary and recurses per level), at most MAX_PARTS parts are walked
+(iteratively), text is searched in its first MAX_TEXT_CHARS, and any exception
+at all becomes an UNKNOWN report naming it. Addresses are lower-cased and
+checked; every text passes `hygiene.one_line`, bounded.
 """
 
 from __future__ import annotations
@@ -48,10 +59,9 @@ from newsletter.models import BounceKind
 
 __all__ = ["read_report", "MAX_MESSAGE_BYTES"]
 
-MAX_MESSAGE_BYTES = (
-    2 * 1024 * 1024
-)  # as bounces/mailbox.py reads; a DSN quoting an edition: ~150 KB
-MAX_LINES = 20_000  # the parser's cost is per line: 1 MB of base64 is 14,000 lines
+# As bounces/mailbox.py reads; a DSN that quotes a whole edition is ~150 KB.
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+MAX_LINES = 20_000  # the parser's cost is per line; a DSN quoting an edition has ~3,000
 MAX_BOUNDARIES = 25  # a real report nests three or four multiparts
 MAX_NESTED = 10  # message/* parts (each one a recursion of the parser)
 MAX_PARTS = 60
