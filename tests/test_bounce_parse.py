@@ -498,10 +498,10 @@ def test_sent_to_finds_the_verp_address_in_the_report_when_the_headers_lack_it()
         _dsn(_block("failed", "5.1.1", ""), to="bounces@news.example.org").replace(
             b"Reporting-MTA: dns; mx.example.com\n",
             b"Reporting-MTA: dns; mx.example.com\n"
-            b"X-Postfix-Sender: rfc822; bounces+jkl234@news.example.org\n",
+            b"X-Postfix-Sender: rfc822; bounces+jkl234@news.test\n",  # a local test domain
         )
     )
-    assert report.sent_to == "bounces+jkl234@news.example.org"
+    assert report.sent_to == "bounces+jkl234@news.test"
 
 
 # Limits: refused quickly, as UNKNOWN with the reason

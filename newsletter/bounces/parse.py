@@ -218,10 +218,7 @@ def _complaint(
         recipients = _addresses(
             _header(original, "X-HmXmrOriginalRecipient") or _header(original, "To")
         )
-    verp = (
-        _address(_strip_type(first.get("original-mail-from", ""))),
-        _address(_header(original, "Return-Path")) if original is not None else "",
-    )
+    verp = _quoted_senders(first.get("original-mail-from", ""), original)
     user_agent = one_line(first.get("user-agent", ""))
     diagnostic = one_line(
         f"feedback-type {feedback_type or '(none)'}" + (f" from {user_agent}" if user_agent else "")
@@ -253,10 +250,7 @@ def _dsn(
     ]
     original = _original(parts)
     reporter = _style(message, blocks, _notification_text(parts))
-    verp = (
-        _address(_strip_type(per_message.get("x-postfix-sender", ""))),
-        _address(_header(original, "Return-Path")) if original is not None else "",
-    )
+    verp = _quoted_senders(per_message.get("x-postfix-sender", ""), original)
     sent_to = _prefer_verp(sent_to, verp)
     message_id = _message_id_of(original) or _message_id(
         per_message.get("x-original-message-id", "")
@@ -360,9 +354,7 @@ def _text_bounce(message: Message, parts: list[Message], sent_to: str) -> Bounce
     return BounceReport(
         kind,
         recipients=recipients,
-        sent_to=_prefer_verp(
-            sent_to, (_address(_header(original, "Return-Path")) if original is not None else "",)
-        ),
+        sent_to=_prefer_verp(sent_to, _quoted_senders("", original)),
         status=status,
         diagnostic=diagnostic,
         message_id=message_id,
@@ -594,6 +586,15 @@ def _prefer_verp(sent_to: str, candidates: tuple[str, ...] | list[str]) -> str:
     `sent_to`, else the first candidate. The token's signature is checked by the caller."""
     every = [a for a in (sent_to, *candidates) if a]
     return next((a for a in every if "+" in a.partition("@")[0]), every[0] if every else "")
+
+
+def _quoted_senders(field: str, original: Message | None) -> tuple[str, str]:
+    """The envelope senders a report quotes (a DSN's or ARF's field, the returned
+    message's Return-Path): our VERP address when the report came to another one."""
+    return (
+        _address(_strip_type(field), checked=False),
+        _address(_header(original, "Return-Path"), checked=False),
+    )
 
 
 def _addresses(text: str, *, checked: bool = True) -> tuple[str, ...]:
