@@ -378,7 +378,8 @@ def _block(action: str, status: str, diagnostic: str, rcpt: str = "tom@example.c
     ("action", "status", "diagnostic", "kind", "status_out"),
     [
         ("failed", "5.1.1", "550 5.1.1 user unknown", HARD, "5.1.1"),
-        ("failed", "5.7.1", "550 5.7.1 rejected by policy", HARD, "5.7.1"),
+        ("failed", "5.7.1", "550 5.7.1 rejected by policy", SOFT, "5.7.1"),  # blocks the sender
+        ("failed", "5.7.26", "550 5.7.26 unauthenticated mail", SOFT, "5.7.26"),
         ("failed", "4.4.7", "451 4.4.7 message expired", SOFT, "4.4.7"),
         ("failed", "5.2.2", "552 5.2.2 over quota", SOFT, "5.2.2"),  # mailbox full: soft
         ("failed", "4.2.2", "452 4.2.2 mailbox full", SOFT, "4.2.2"),

@@ -19,7 +19,10 @@ Hard or soft: the enhanced status code's class decides (RFC 3463: 5 permanent,
 4 transient), except X.2.2 "mailbox full", which RFC 3463 §3.3 calls a
 "persistent transient failure": the mailbox exists and empties when its owner
 deletes mail, so one full mailbox must not end a subscription; it is SOFT even
-when a server sends it with class 5. A generic X.0.0 (Exim's usual Status)
+when a server sends it with class 5. So is X.7.x (security or policy: spam
+filters, blocklists, DMARC): it judges the sender or the message, not the
+address, and counting it as hard would shed good subscribers the day the sender
+is blocklisted; the soft-bounce limit still ends an address refused for weeks. A generic X.0.0 (Exim's usual Status)
 gives way to the code the server itself quoted, or to the words for a full
 mailbox. With no status, `_PHRASES` (well-known wordings) decide, then the
 basic SMTP reply code, then the report itself ("failed" in a DSN, "permanent"
@@ -422,6 +425,8 @@ def _judge(status: str, diagnostic: str, fallback: BounceKind) -> tuple[BounceKi
     if code[:1] in ("4", "5"):
         if code.split(".")[1:] == ["2", "2"]:
             return BounceKind.SOFT, code  # mailbox full: RFC 3463's persistent transient
+        if code.split(".")[1] == "7":
+            return BounceKind.SOFT, code  # a policy block: about the sender, not the address
         if code.endswith(".0.0") and _MAILBOX_FULL.search(diagnostic):
             return BounceKind.SOFT, code  # "other or undefined", in words: mailbox full
         return (BounceKind.HARD if code[0] == "5" else BounceKind.SOFT), code
