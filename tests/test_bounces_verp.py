@@ -75,7 +75,9 @@ def test_a_token_is_read_back_whatever_the_case_and_refused_when_altered_or_fore
     assert verp.delivery_of(address.replace("d12345", "d12346")) is None  # another delivery
     assert verp.delivery_of("bounces@news.example.org") is None
     assert verp.delivery_of(address.replace("news.", "other.")) is None
-    other = BounceAddresses("bounces@news.example.org", Signer("another-secret-key-0123456789-abcdef"))
+    other = BounceAddresses(
+        "bounces@news.example.org", Signer("another-secret-key-0123456789-abcdef")
+    )
     assert other.delivery_of(address) is None
 
 
