@@ -56,7 +56,14 @@ from sqlalchemy import Engine
 from newsletter.errors import InputError
 from newsletter.hygiene import one_line
 from newsletter.logs import event
-from newsletter.maildir import move_out_of_new, new_folder, new_messages, read_message, subfolder
+from newsletter.maildir import (
+    POISON_FOLDER,
+    move_out_of_new,
+    new_folder,
+    new_messages,
+    read_message,
+    subfolder,
+)
 from newsletter.models import InboundStatus
 from newsletter.subscribers import unsubscribe
 from newsletter.tokens import UNSUBSCRIBE_MAX_AGE, Purpose, Signer
@@ -68,7 +75,6 @@ MAX_HEADER_CHARS = 2000  # a Subject with a token is ~200; decoding is bounded b
 MAX_MIME_BOUNDARIES = 20  # a mail client nests 2 or 3 multiparts; more is not a request
 MAX_PARTS = 50  # parts looked at for a text body
 MAX_BODY_CHARS = 20_000  # of each text part searched for a token
-POISON_FOLDER = ".poison"  # Maildir++ subfolder of the Maildir: unreadable messages
 # A sealed token (`tokens.VERSION` and URL-safe base64), or one from before sealed tokens
 # (itsdangerous: [.]payload.timestamp.signature, a leading dot when compressed).
 _TOKEN = r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+|s[A-Za-z0-9_-]{20,2000}"

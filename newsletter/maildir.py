@@ -15,6 +15,8 @@ from pathlib import Path
 from newsletter.errors import InputError
 from newsletter.input_files import open_regular
 
+POISON_FOLDER = ".poison"  # Maildir++ subfolder: messages that could not be read, never retried
+
 
 def new_folder(root: Path) -> Path:
     """root/new; InputError when `root` is not a Maildir."""
