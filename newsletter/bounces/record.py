@@ -10,10 +10,12 @@
     unknown                            -> UNKNOWN (for a person)
 
 The delivery is the one the VERP token of the address the report came to names
-(`verp.py`: signed), else the one the Message-ID it quotes names, when that is one
-of ours (`<date.id.slot@domain>`, compose.py) and its edition's date and slot token
-agree. Never the recipient alone: anyone can mail us a "bounce" for any address,
-and believing it would let them unsubscribe the list.
+(`verp.py`: signed). Without BOUNCE_ADDRESS (no tokens), the one the Message-ID it
+quotes names, when that is one of ours (`<date.id.slot@domain>`, compose.py), its
+edition's date and slot token agree and the report names that delivery's
+recipient: weaker (whoever got an edition knows its slot), so with a token
+configured only the token counts. Never the recipient alone: anyone can mail us
+a "bounce" for any address, and believing it would let them unsubscribe the list.
 """
 
 from __future__ import annotations
@@ -136,19 +138,21 @@ def apply_report(
 def match_of(
     settings: Settings, verp: BounceAddresses | None, report: BounceReport
 ) -> DeliveryMatch | None:
-    """The delivery the report names: by its VERP address, else by the Message-ID it quotes."""
-    if verp is not None and report.sent_to:
-        delivery_id = verp.delivery_of(report.sent_to)
-        if delivery_id is not None:
-            return DeliveryMatch(delivery_id)
+    """The delivery the report names: by its VERP address when BOUNCE_ADDRESS is set; else
+    by the Message-ID it quotes, with the recipient it names (see DeliveryMatch)."""
+    if verp is not None:  # every real report comes to the token: only the signed one counts
+        delivery_id = verp.delivery_of(report.sent_to) if report.sent_to else None
+        return DeliveryMatch(delivery_id) if delivery_id is not None else None
     found = _MESSAGE_ID.fullmatch(report.message_id.strip())
     if found is None or found.group(4).lower() != settings.sender_domain.lower():
+        return None
+    if not report.recipients:
         return None
     try:
         date = dt.datetime.strptime(found.group(1), "%Y%m%d").date()
     except ValueError:
         return None
-    return DeliveryMatch(int(found.group(2)), date, found.group(3))
+    return DeliveryMatch(int(found.group(2)), date, found.group(3), report.recipients[0])
 
 
 def _report(result: BounceResult) -> BounceResult:

@@ -39,12 +39,14 @@ class DeliveryMatch:
 
     From a VERP token (signed: nothing more to check), or from the Message-ID the
     report quotes (`<date.id.slot@domain>`, compose.py): then the delivery's edition
-    must have that date and slot token, so a guessed id matches nothing.
+    must have that date and slot token, and its address be the recipient the report
+    names, so a guessed id matches nothing.
     """
 
     delivery_id: int
     edition_date: dt.date | None = None
     slot_prefix: str = ""
+    recipient: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,9 @@ def _delivery(conn: Connection, match: DeliveryMatch | None) -> tuple[int, int, 
     if row is None:
         return None
     if match.edition_date is not None and (
-        row.date != match.edition_date or not row.slot_token.startswith(match.slot_prefix)
+        row.date != match.edition_date
+        or not row.slot_token.startswith(match.slot_prefix)
+        or row.email.strip().lower() != match.recipient.strip().lower()
     ):
         return None
     return row.id, row.subscriber_id, row.email
