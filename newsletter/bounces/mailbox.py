@@ -178,12 +178,13 @@ def process_imap(engine: Engine, settings: Settings, url: str) -> list[BounceRes
             hint="check the host and port in --imap, and that the server is up",
         ) from None
     try:
+        _login(client, target, where)
         return _process_mailbox(client, Reader(engine, settings, "imap"), target.mailbox)
     except (OSError, imaplib.IMAP4.error) as exc:
         raise MailboxError(
             f"the IMAP server failed: {one_line(str(exc)) or type(exc).__name__}",
             where=where,
-            hint="check the user, password and mailbox in --imap",
+            hint="check the mailbox in --imap, and the server's log",
         ) from None
     finally:
         try:
@@ -208,8 +209,21 @@ def _connect(target: ImapTarget) -> imaplib.IMAP4:
                 "it offers no STARTTLS, and the password would cross the network in clear "
                 "(use imaps://)"
             )
-    _ok(client.login(target.user, target.password))
     return client
+
+
+def _login(client: imaplib.IMAP4, target: ImapTarget, where: str) -> None:
+    try:
+        _ok(client.login(target.user, target.password))
+    except imaplib.IMAP4.error as exc:
+        raise MailboxError(
+            f"the IMAP server refused the login: {one_line(str(exc))}",
+            where=where,
+            hint="check the user and password in --imap",
+        ) from None
+    # What the server offers once logged in (MOVE, UIDPLUS): imaplib keeps the greeting's.
+    answer = _ok(client.capability())
+    client.capabilities = tuple(answer[-1].decode(errors="replace").upper().split())
 
 
 def _process_mailbox(client: imaplib.IMAP4, reader: Reader, mailbox: str) -> list[BounceResult]:
@@ -231,8 +245,11 @@ def _process_mailbox(client: imaplib.IMAP4, reader: Reader, mailbox: str) -> lis
             _ok(client.uid("COPY", uid, _quote(folder)))
             _ok(client.uid("STORE", uid, "+FLAGS.SILENT", r"(\Deleted)"))
         results.append(replace(result, path=Path(folder)))
-    if not can_move and uids:
-        _ok(client.expunge())
+    if not can_move and uids:  # only the ones copied: others marked \Deleted stay
+        if "UIDPLUS" in client.capabilities:
+            _ok(client.uid("EXPUNGE", b",".join(uids).decode()))
+        else:
+            _ok(client.expunge())
     return results
 
 
