@@ -94,6 +94,9 @@ class Reader:
 
     @cached_property
     def verp(self) -> BounceAddresses | None:
+        """The VERP addresses (the SECRET_KEY is needed only with BOUNCE_ADDRESS set)."""
+        if not self.settings.bounce_address:
+            return None
         return bounce_addresses(self.settings, signer_for(self.settings))
 
 
