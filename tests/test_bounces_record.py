@@ -256,3 +256,24 @@ def _another_delivery(engine, like_id, day=DAY + dt.timedelta(days=1)):
         row = {k: v for k, v in like._mapping.items() if k != "id"}
         row.update(edition_id=edition_id, status="sent")
         return conn.execute(insert(deliveries).values(**row)).inserted_primary_key[0]
+
+
+def test_newsletter_bounces_reads_one_report_on_stdin(cli_env, smtp_server):
+    import subprocess
+
+    from test_bounces_imap import dsn
+
+    env = dict(cli_env, NEWSLETTER_BOUNCE_ADDRESS="bounces@news.example.org")
+    cli = [*cli_env.command]
+    subprocess.run([*cli, "subscribers", "add", "ann@example.com"], env=env, check=True)
+    subprocess.run([*cli, "send", "--date", DAY.isoformat()], env=env, check=True)
+    (sent,) = smtp_server.received
+    piped = subprocess.run(
+        [*cli, "bounces"],
+        env=env,
+        input=dsn(sent.mail_from.upper(), "ann@example.com", "<dsn-2@relay.test>"),
+        capture_output=True,
+        timeout=120,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert b"ann@example.com: recorded hard 5.1.1" in piped.stdout
