@@ -45,6 +45,11 @@ class LogFormat(StrEnum):
     JSON = "json"  # one JSON object per line
 
 
+# A VERP local part is `local+<token>`, the token at most 40 characters (bounces/verp.py),
+# and a local part is at most 64 octets (RFC 5321 §4.5.3.1.1).
+MAX_BOUNCE_LOCAL_PART = 64 - 1 - 40
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -116,6 +121,15 @@ class Settings(BaseSettings):
     # A send waits this long for a database that is locked or restarting, then stops.
     store_retry_window: float = Field(120.0, gt=0)
     bounce_limit: int = Field(3, ge=1)  # hard bounces, across editions, before `bounced`
+
+    # Bounces that arrive later (`newsletter/bounces/`, `newsletter bounces`). BOUNCE_ADDRESS
+    # is the envelope sender (MAIL FROM): each edition message goes out from its VERP form
+    # `local+<token>@domain`, the token naming the delivery; empty: FROM_ADDRESS, no VERP.
+    # Soft bounces (mailbox full, 4.x.x given up on) make a subscriber `bounced` at
+    # SOFT_BOUNCE_LIMIT of them within SOFT_BOUNCE_WINDOW_DAYS; hard ones count to BOUNCE_LIMIT.
+    bounce_address: str = ""
+    soft_bounce_limit: int = Field(5, ge=1)
+    soft_bounce_window_days: int = Field(30, ge=1, le=3650)
     log_level: LogLevel = LogLevel.WARNING
     log_format: LogFormat = LogFormat.TEXT
     max_articles: int = Field(20, ge=1)
@@ -165,6 +179,25 @@ class Settings(BaseSettings):
     def _from_address(cls, value: str) -> str:
         if not re.fullmatch(r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+", value):
             raise ValueError("must be a plain address like news@example.com")
+        return value
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _bounce_address(cls, value: str) -> str:
+        value = value.strip().lower()  # some MTAs lower-case local parts: so do we
+        if not value:
+            return value
+        local = value.rsplit("@", 1)[0]
+        if not re.fullmatch(r"[a-z0-9._-]+@[a-z0-9-]+(\.[a-z0-9-]+)+", value):
+            raise ValueError(
+                "must be a plain lower-case address like bounces@news.example.com "
+                "(no '+': the VERP token goes after one)"
+            )
+        if len(local) > MAX_BOUNCE_LOCAL_PART:
+            raise ValueError(
+                f"its local part {local!r} is over {MAX_BOUNCE_LOCAL_PART} characters: with "
+                "the VERP token it would pass the 64 an address's local part may have"
+            )
         return value
 
     @field_validator("base_url")

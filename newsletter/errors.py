@@ -77,5 +77,9 @@ class DeliveryError(NewsletterError):
     """The SMTP session as a whole failed; queued deliveries stay queued."""
 
 
+class MailboxError(NewsletterError):
+    """A mailbox to read (the bounce address's IMAP server) could not be reached or used."""
+
+
 class LockedError(NewsletterError):
     """Another process holds a lock this one needs (e.g. a second scheduler on one database)."""

@@ -39,7 +39,6 @@ new/ for the next one.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from dataclasses import dataclass, replace
@@ -56,8 +55,15 @@ from sqlalchemy import Engine
 
 from newsletter.errors import InputError
 from newsletter.hygiene import one_line
-from newsletter.input_files import open_regular
 from newsletter.logs import event
+from newsletter.maildir import (
+    POISON_FOLDER,
+    move_out_of_new,
+    new_folder,
+    new_messages,
+    read_message,
+    subfolder,
+)
 from newsletter.models import InboundStatus
 from newsletter.subscribers import unsubscribe
 from newsletter.tokens import UNSUBSCRIBE_MAX_AGE, Purpose, Signer
@@ -69,7 +75,6 @@ MAX_HEADER_CHARS = 2000  # a Subject with a token is ~200; decoding is bounded b
 MAX_MIME_BOUNDARIES = 20  # a mail client nests 2 or 3 multiparts; more is not a request
 MAX_PARTS = 50  # parts looked at for a text body
 MAX_BODY_CHARS = 20_000  # of each text part searched for a token
-POISON_FOLDER = ".poison"  # Maildir++ subfolder of the Maildir: unreadable messages
 # A sealed token (`tokens.VERSION` and URL-safe base64), or one from before sealed tokens
 # (itsdangerous: [.]payload.timestamp.signature, a leading dot when compressed).
 _TOKEN = r"\.?[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+|s[A-Za-z0-9_-]{20,2000}"
@@ -134,32 +139,16 @@ def process_maildir(engine: Engine, signer: Signer, path: Path | str) -> list[In
     InputError when `path` is not a Maildir or a message cannot be moved.
     """
     root = Path(path)
-    new, cur = root / "new", root / "cur"
-    if not new.is_dir():
-        raise InputError(
-            "not a Maildir (it has no new/ folder)",
-            where=str(root),
-            hint="point --maildir at the folder holding new/, cur/ and tmp/",
-        )
+    new, cur = new_folder(root), root / "cur"
     cur.mkdir(exist_ok=True)
     results = []
-    for entry in _new_messages(new):
+    for entry in new_messages(new):
         result = _process_file(engine, signer, entry)
-        name = entry.name.split(":", 1)[0]
-        try:
-            if result.status is InboundStatus.UNREADABLE:
-                target = _poison_folder(root) / f"{name}:2,"
-            else:
-                target = cur / f"{name}:2,{'S' if result.honoured else 'FS'}"
-            os.replace(entry, target)
-        except OSError as exc:
-            raise InputError(
-                f"cannot move {entry.name} out of new/: {exc.strerror or exc}",
-                where=str(entry),
-                hint="check that this user may write to the Maildir's folders",
-            ) from None
         if result.status is InboundStatus.UNREADABLE:
+            target = move_out_of_new(entry, subfolder(root, POISON_FOLDER))
             event(log, "inbound_set_aside", level=logging.WARNING, path=target, why=result.detail)
+        else:
+            target = move_out_of_new(entry, cur, "S" if result.honoured else "FS")
         results.append(_with(result, result.status, path=target))
     return results
 
@@ -276,47 +265,17 @@ def _header(message: Message, name: str) -> str:
     return one_line(text)[:MAX_HEADER_CHARS]
 
 
-# Maildir helpers
-
-
-def _new_messages(new: Path) -> list[Path]:
-    """The entries of new/ (not directories, not dot files), oldest first."""
-    entries = []
-    with os.scandir(new) as listing:
-        for entry in listing:
-            if entry.name.startswith(".") or entry.is_dir(follow_symlinks=False):
-                continue
-            try:
-                entries.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
-            except FileNotFoundError:  # taken by another run meanwhile
-                continue
-    return [new / name for _, name in sorted(entries)]
+# Maildir
 
 
 def _process_file(engine: Engine, signer: Signer, entry: Path) -> InboundResult:
     """Read one file of new/, a regular file of bounded size only, and process it."""
     try:
-        with open_regular(
-            entry,
-            limit=MAX_MESSAGE_BYTES,
-            what="a message",
-            fix="only mail belongs in new/",
-            follow_symlinks=False,
-        ) as handle:
-            data = handle.read()
+        data = read_message(entry, MAX_MESSAGE_BYTES)
     except (InputError, OSError) as exc:  # a FIFO, a link, too big, unreadable
         detail = exc.message if isinstance(exc, InputError) else (exc.strerror or str(exc))
         return _report(InboundResult(InboundStatus.UNREADABLE, "", detail=detail))
     return process_message(engine, signer, data)
-
-
-def _poison_folder(root: Path) -> Path:
-    """root/.poison/cur, created as a Maildir++ folder a mail client can open."""
-    folder = root / POISON_FOLDER
-    for sub in ("cur", "new", "tmp"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    (folder / "maildirfolder").touch(exist_ok=True)
-    return folder / "cur"
 
 
 def _with(result: InboundResult, status: InboundStatus, **changes: Any) -> InboundResult:

@@ -57,6 +57,7 @@ class Purpose(StrEnum):
     FORM = "form"  # CSRF tokens of forms shown before any login
     DEVICE = "device"  # the cookie of a browser an editor logged in from (login throttle)
     METRICS = "metrics"  # reserved: comparing the /metrics token
+    BOUNCE = "bounce"  # the VERP token of an envelope sender (`newsletter/bounces/verp.py`)
 
 
 UNSUBSCRIBE_MAX_AGE = 400 * 24 * 3600  # a year of archived emails, and some
@@ -98,6 +99,11 @@ class Signer:
     def key(self, purpose: Purpose) -> bytes:
         """The current key of `purpose`, for an HMAC (sessions, forms, device cookies)."""
         return derive_key(self.secret_key, purpose, 32)
+
+    def keys(self, purpose: Purpose) -> tuple[bytes, ...]:
+        """The HMAC keys of `purpose` under SECRET_KEY and then each previous one, for
+        checking a mac made before a rotation (a bounce arrives days after its message)."""
+        return tuple(derive_key(secret, purpose, 32) for secret in self._secrets)
 
     def mac(self, purpose: Purpose, value: str) -> str:
         """HMAC-SHA256 of `value` under the current key of `purpose`, as hex."""

@@ -3,6 +3,12 @@
     with postfix_server() as relay:          # smtpd on 127.0.0.1:relay.port
         ...                                  # relay.log() is its maillog
 
+    with smtp_sink("-f", "RCPT") as port, virtual_maildir("news.test") as (params, maildir):
+        with postfix_server(transport_maps=f"inline:{{example.net=smtp:[127.0.0.1]:{port}}}",
+                            **params) as relay:
+            ...   # mail to example.net is refused by the sink after Postfix queued it;
+                  # Postfix's own DSN to the (VERP) sender @news.test lands in `maildir`
+
 Its own configuration directory in a temp dir (main.cf, master.cf, the queue and
 data directories, the maillog), never the system's: `inet_interfaces =
 127.0.0.1`, the `smtp inet` service moved to `127.0.0.1:PORT`, nothing chrooted,
@@ -34,6 +40,7 @@ import pytest
 from newsletter.capture import free_port
 
 POSTFIX = "/usr/sbin/postfix"
+SMTP_SINK = "/usr/sbin/smtp-sink"
 MASTER_CF = Path("/etc/postfix/master.cf")
 START_SECONDS = 30.0
 
@@ -174,4 +181,72 @@ def _wait_stopped(directory: Path) -> None:
             os.kill(pid, 0)
         except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
             return
+        time.sleep(0.05)
+
+
+@contextmanager
+def smtp_sink(*options: str) -> Iterator[int]:
+    """Postfix's `smtp-sink` on 127.0.0.1 and a free port, with `options` (e.g. `-f RCPT`:
+    every recipient refused with a 5xx, `-B` to choose the reply); yields the port."""
+    if not Path(SMTP_SINK).is_file():
+        pytest.skip("smtp-sink is not installed (Debian: postfix)")
+    port = free_port()
+    drop = ["-u", "nobody"] if os.geteuid() == 0 else []  # it refuses to run as root
+    process = subprocess.Popen(
+        [SMTP_SINK, *options, *drop, f"127.0.0.1:{port}", "10"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                    raise RuntimeError(f"smtp-sink did not listen on {port}: {error}") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
+
+
+@contextmanager
+def virtual_maildir(domain: str) -> Iterator[tuple[dict[str, str], Path]]:
+    """main.cf parameters that deliver all mail for `domain` (any local part: a VERP
+    address too) to one Maildir with virtual(8) and `static:` maps, and that Maildir."""
+    base = Path(tempfile.mkdtemp(prefix="newsletter-mailboxes-"))
+    base.chmod(0o755)
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(base, user="nobody", group="nogroup")
+        uid, gid = base.stat().st_uid, base.stat().st_gid
+        params = {
+            "virtual_mailbox_domains": domain,
+            "virtual_mailbox_base": str(base),
+            "virtual_mailbox_maps": "static:mailbox/",  # the trailing slash: a Maildir
+            "virtual_uid_maps": f"static:{uid}",
+            "virtual_gid_maps": f"static:{gid}",
+            "virtual_minimum_uid": str(min(uid, 100)),
+            "virtual_transport": "virtual",
+        }
+        yield params, base / "mailbox"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def wait_for_messages(maildir: Path, count: int = 1, seconds: float = START_SECONDS) -> list[Path]:
+    """The files of maildir/new once there are `count` of them; raises after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = sorted((maildir / "new").glob("*")) if (maildir / "new").is_dir() else []
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(found)} of {count} messages arrived in {maildir}")
         time.sleep(0.05)

@@ -1,8 +1,10 @@
 """What arrives at the bounce address: delivery status notifications, complaints, auto-replies.
 
     parse.py    one message's bytes -> a `BounceReport` (pure; never raises)
-    (the reading of a Maildir, stdin or IMAP mailbox, and the recording of each
-    report against its delivery, come in modules of their own)
+    verp.py     the envelope sender `bounces+<token>@...` naming a delivery, and its reading
+    record.py   a report matched to its delivery and recorded (SQL in store/bounces.py)
+    mailbox.py  reading a Maildir, stdin or an IMAP mailbox, a folder per outcome
+    providers.py  a provider's webhook (SES, Mailgun, Postmark, SendGrid) verified and read
 
 A report says what kind of message it is, whom it is about and, when the
 message was sent to a VERP form of NEWSLETTER_BOUNCE_ADDRESS, the token that

@@ -9,6 +9,7 @@
     doctor.py       doctor (the pre-flight checks before the first real send)
     demo.py         demo (what `make demo` runs)
     sessions.py     logout-everywhere (end every editor session)
+    bounces.py      bounces (reports that came back to BOUNCE_ADDRESS)
 
 Every command is registered below, in one list. The decisions are the
 application layer's (`newsletter.app`); commands turn its outcomes into lines
@@ -29,7 +30,17 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from newsletter.cli import demo, doctor, editions, send, service, sessions, setup, subscribers
+from newsletter.cli import (
+    bounces,
+    demo,
+    doctor,
+    editions,
+    send,
+    service,
+    sessions,
+    setup,
+    subscribers,
+)
 from newsletter.cli.context import console, err
 from newsletter.errors import NewsletterError
 
@@ -121,6 +132,7 @@ command()(service.serve)
 command("hash-password")(service.hash_password)
 command("logout-everywhere")(sessions.logout_everywhere)
 command()(service.inbound)
+command()(bounces.bounces)
 command()(service.capture)
 command()(doctor.doctor)
 command()(demo.demo)

@@ -45,6 +45,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from newsletter.bounces.verp import bounce_addresses
 from newsletter.compose import compose_message, delivery_message_id
 from newsletter.config import Settings
 from newsletter.delivery.protocols import Ledger, Mailer, MailerFactory
@@ -106,6 +107,7 @@ class _Job:
     attempts: int
     first_attempt_at: dt.datetime | None
     data: bytes
+    sender: str = ""  # the envelope sender (MAIL FROM): VERP when BOUNCE_ADDRESS is set
 
 
 class _DrainOverdue(Exception):
@@ -139,6 +141,7 @@ class SendLoop:
         self.clock = clock
         self.cleanup_seconds = CLEANUP_SECONDS if cleanup_seconds is None else cleanup_seconds
         self.signer = signer_for(settings)
+        self.bounces = bounce_addresses(settings, self.signer)
         self.limiter = RateLimiter(settings.rate_limit, clock)
         self.relay = RelayWatch(settings, clock)
         self.store = StoreWatch(settings.store_retry_window, clock=clock)
@@ -323,10 +326,17 @@ class SendLoop:
                 claim.attempts,
                 claim.first_attempt_at,
                 data,
+                self._sender(claim.delivery_id),
             )
             if not await self._put(job):
                 return False
         return True
+
+    def _sender(self, delivery_id: int) -> str:
+        """The envelope sender of a delivery's message: its VERP address, or FROM_ADDRESS."""
+        if self.bounces is None:
+            return self.settings.from_address
+        return self.bounces.for_delivery(delivery_id)
 
     async def _wait_for_more(self) -> bool:
         """Nothing claimable now: wait for in-flight results or the next retry, or finish."""
@@ -392,7 +402,7 @@ class SendLoop:
         await self.limiter.acquire()
         while not self.halt.is_set():
             try:
-                result = await mailer.send(self.settings.from_address, job.email, job.data)
+                result = await mailer.send(job.sender, job.email, job.data)
             except RelayUnavailable as exc:  # past RETRY_WINDOW, failed() raises: the stop
                 await sleep_or_stop(self.halt, self.relay.failed(str(exc)), self.clock)
                 continue

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from newsletter.bounces.verp import plain_sender
 from newsletter.config import Settings, SmtpSecurity
 from newsletter.delivery.pipelining import (
     ConnectionClosed,
@@ -354,7 +355,7 @@ async def send_one(settings: Settings, recipient: str, data: bytes) -> SendResul
     """
     connection = SmtpConnection(settings)
     try:
-        return await connection.send(settings.from_address, recipient, data)
+        return await connection.send(plain_sender(settings), recipient, data)
     except RelayUnavailable as exc:
         raise DeliveryError(
             f"cannot reach the SMTP relay: {exc}",

@@ -30,7 +30,7 @@ from sqlalchemy import (
 # The schema revision these tables are: the migrations' head. Opening a database checks it
 # against this constant rather than loading the migration scripts (Alembic costs every
 # command a few hundred milliseconds to import); a test keeps the two equal.
-REVISION = "0003"
+REVISION = "0004"
 
 metadata = MetaData()
 
@@ -152,4 +152,29 @@ editor_sessions = Table(
     Column("data", Text, nullable=False, default="{}"),  # JSON: the flash messages
     Column("client", String(64), nullable=False, default=""),
     Column("user_agent", String(300), nullable=False, default=""),
+)
+
+# What arrived at the bounce address (`newsletter bounces`; store/bounces.py): one row per
+# report, matched to its delivery by the VERP token of the address it came to (or by the
+# Message-ID it quotes), NULL when it named none of ours. `fingerprint` (SHA-256 of the
+# report's own Message-ID, or of its bytes when it has none) is unique: a report read
+# twice (a copy, a Maildir replayed, an IMAP message not yet moved) is recorded and
+# counted once. `kind` is a models.BounceKind; soft bounces are counted from these rows.
+bounce_events = Table(
+    "bounce_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("fingerprint", String(64), nullable=False, unique=True),
+    Column("delivery_id", Integer, ForeignKey("deliveries.id")),
+    Column("subscriber_id", Integer, ForeignKey("subscribers.id")),
+    Column("kind", String(16), nullable=False),
+    Column("recipient", String(320), nullable=False, default=""),
+    Column("status", String(16), nullable=False, default=""),  # the enhanced code, e.g. 5.1.1
+    Column("diagnostic", Text, nullable=False, default=""),
+    Column("reporter", String(32), nullable=False, default=""),
+    Column("message_id", String(300), nullable=False, default=""),  # of the message it is about
+    Column("source", String(16), nullable=False),  # maildir | stdin | imap
+    Column("received_at", DateTime(), nullable=False),
+    Index("ix_bounce_events_subscriber", "subscriber_id", "kind", "received_at"),
+    Index("ix_bounce_events_delivery", "delivery_id"),
 )

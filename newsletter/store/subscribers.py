@@ -21,7 +21,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, Row, delete, func, not_, or_, select, update
+from sqlalchemy import Engine, Row, Table, delete, func, not_, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.dml import Insert
 
@@ -215,7 +215,7 @@ def count_hard_bounce(conn: Connection, subscriber_id: int, limit: int) -> bool:
 # Helpers: statements shared by the queries above and store/imports.py, and row conversion.
 
 
-def insert_statement(conn: Connection) -> Insert:
+def insert_statement(conn: Connection, table: Table = subscribers) -> Insert:
     """An INSERT that knows ON CONFLICT for this database (SQLite and PostgreSQL both spell it)."""
     dialect = conn.dialect.name
     if dialect == "sqlite":
@@ -224,7 +224,7 @@ def insert_statement(conn: Connection) -> Insert:
         from sqlalchemy.dialects.postgresql import insert
     else:
         raise StoreError(f"unsupported database {dialect!r}", hint="use SQLite or PostgreSQL")
-    return insert(subscribers)
+    return insert(table)
 
 
 def new_row(
