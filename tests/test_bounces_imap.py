@@ -79,22 +79,27 @@ def test_each_message_of_the_mailbox_is_recorded_once_and_moved_to_its_outcome(
     (sent,) = smtp_server.received
     report = dsn(sent.mail_from, "ann@example.com", "<dsn-1@relay.test>")
     with imap.client() as client:
-        for message in (report, b"Subject: out of the office\r\n\r\nback monday\r\n", report):
+        ooo = b"Subject: Out of the office\r\nAuto-Submitted: auto-replied\r\n\r\nback monday\r\n"
+        stray = b"Subject: hello\r\n\r\nwhat is this list?\r\n"
+        for message in (report, ooo, stray, report):
             assert client.append("INBOX", None, None, message)[0] == "OK"
 
     results = process_imap(engine, settings, imap.url())
 
     outcomes = [r.outcome for r in results]
-    assert outcomes == [BounceOutcome.RECORDED, BounceOutcome.UNKNOWN, BounceOutcome.DUPLICATE]
+    assert outcomes == [
+        BounceOutcome.RECORDED,
+        BounceOutcome.IGNORED,
+        BounceOutcome.UNKNOWN,
+        BounceOutcome.DUPLICATE,
+    ]
     assert results[0].email == "ann@example.com"
     with engine.connect() as conn:
         assert conn.execute(select(subscribers.c.bounce_count)).scalar_one() == 1
         assert len(conn.execute(select(bounce_events)).all()) == 1
-    assert folder_counts(imap, ["INBOX", "INBOX.processed", "INBOX.unknown"]) == {
-        "INBOX": 0,
-        "INBOX.processed": 2,
-        "INBOX.unknown": 1,
-    }
+    assert folder_counts(
+        imap, ["INBOX", "INBOX.processed", "INBOX.ignored", "INBOX.unknown"]
+    ) == {"INBOX": 0, "INBOX.processed": 2, "INBOX.ignored": 1, "INBOX.unknown": 1}
     # A second poll finds nothing left to do.
     assert process_imap(engine, settings, imap.url()) == []
 
