@@ -366,3 +366,15 @@ def test_the_cli_names_a_missing_key_in_one_line(cli_env):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert "NEWSLETTER_DKIM_PRIVATE_KEY" in lines[0] and "openssl genpkey" in lines[0]
+
+
+def test_the_signed_golden_verifies_and_signs_its_cfbl_address(tmp_path):
+    """tests/golden/eml-signed/ (written by test_eml_golden.py): RFC 9477 wants CFBL-Address
+    covered by a valid signature of its domain."""
+    data = (HERE / "golden" / "eml-signed" / "ascii-name.eml").read_bytes()
+
+    assert b"\r\nCFBL-Address: fbl@daily.example.org; report=arf\r\n" in data
+    assert_both_signatures_verify(data, tmp_path)
+    assert signature_tags(data)["h"].split(":").count("cfbl-address") == 2
+    removed = re.sub(rb"\r\nCFBL-Address: [^\r]*", b"", data)
+    assert mail_dkim(removed, tmp_path)[-1] == "result: fail"
