@@ -221,6 +221,11 @@ class Settings(BaseSettings):
         from newsletter.dkim import read_private_key  # the key is read once, here
 
         kind = "rsa" if info.field_name == "dkim_private_key" else "ed25519"
+        if kind == "ed25519" and info.data.get("dkim_private_key") is None:
+            raise ValueError(
+                f"Ed25519 is a second signature: set {ENV_PREFIX}DKIM_PRIVATE_KEY (RSA) too, "
+                "since most receivers do not check Ed25519 yet and would see the mail unsigned"
+            )
         setting = ENV_PREFIX + str(info.field_name).upper()
         try:
             read_private_key(Path(value), kind, setting)

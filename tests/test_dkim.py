@@ -302,7 +302,20 @@ def _load(tmp_path, monkeypatch, **values):  # noqa: ANN001, ANN003, ANN202
         ({"dkim_private_key": "/nowhere/dkim.pem"}, "DKIM_PRIVATE_KEY", "openssl genpkey"),
         ({"dkim_private_key": str(ED_KEY)}, "DKIM_PRIVATE_KEY", "is not an RSA key"),
         ({"dkim_private_key": str(HERE / "dkimverify.pl")}, "DKIM_PRIVATE_KEY", "not a PEM"),
-        ({"dkim_ed25519_key": str(RSA_KEY)}, "DKIM_ED25519_KEY", "not an ED25519 key"),
+        (
+            {
+                "dkim_private_key": str(RSA_KEY),
+                "dkim_selector": "s",
+                "dkim_ed25519_key": str(RSA_KEY),
+            },
+            "DKIM_ED25519_KEY",
+            "not an ED25519 key",
+        ),
+        (
+            {"dkim_ed25519_key": str(ED_KEY)},
+            "DKIM_ED25519_KEY",
+            "set NEWSLETTER_DKIM_PRIVATE_KEY",
+        ),
         ({"dkim_private_key": str(RSA_KEY)}, "DKIM_SELECTOR", "must be set"),
         (
             {"dkim_private_key": str(RSA_KEY), "dkim_selector": "a b"},
