@@ -1,15 +1,14 @@
 """DKIM signatures (RFC 6376) on a finished message's bytes: relaxed/relaxed, RSA and Ed25519.
 
 Why by hand and not dkimpy: dkimpy signs RSA in pure Python (its own modular
-exponentiation), several milliseconds a message, and parses the whole message on every
-call. Here the private key operation is OpenSSL's (`cryptography`), the key is loaded
-once per process (`read_private_key`), and per message there are only the steps the
-RFC requires: split the header block off (a `find`, no MIME parse), canonicalize the few
-signed header lines, canonicalize and hash the body, sign. The send loop builds one
-`Dkim` per send and calls `sign` on each recipient's bytes as `message.assemble_message`
-made them from pre-encoded pieces (for the
-figures:
-`python -m bench.dkim_speed`).
+exponentiation) and parses the whole message on every call; on a 66 KB edition it signs
+about a sixth as many messages a second as this module (`python -m bench.dkim_speed`).
+Here the private key operation is OpenSSL's (`cryptography`), the key is loaded once per
+process (`read_private_key`), and per message there are only the steps the RFC requires:
+split the header block off (a `find`, no MIME parse), canonicalize the few signed header
+lines, canonicalize and hash the body, sign. The send loop builds one `Dkim` per send
+and calls `sign` on each recipient's bytes as `message.assemble_message` made them from
+pre-encoded pieces. The RSA-2048 private-key operation is nearly all of the cost.
 
 What is signed (`SIGNED_HEADERS`): From, To, Subject, Date, Message-ID, the list headers
 RFC 8058 §4 requires to be covered (List-Unsubscribe, List-Unsubscribe-Post), List-Id,
