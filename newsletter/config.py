@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from newsletter.errors import ConfigError
@@ -153,6 +153,20 @@ class Settings(BaseSettings):
     # who reaches it (then keep it behind the proxy's access rules).
     metrics_token: SecretStr = SecretStr("")
 
+    # DKIM signing and the feedback headers (newsletter/dkim.py; message.py, transactional.py).
+    # A key set: every message is signed with it (relaxed/relaxed), published at
+    # <selector>._domainkey.<DKIM_DOMAIN>. The keys are read once, when settings load.
+    dkim_private_key: Path | None = None  # PEM, RSA (2048 bits advised); empty: no signing
+    dkim_selector: str = ""
+    dkim_ed25519_key: Path | None = None  # PEM, Ed25519 (RFC 8463): a second signature
+    dkim_ed25519_selector: str = ""
+    dkim_domain: str = ""  # the d= domain; empty: the From domain (DMARC alignment)
+    # Complaint feedback loop address (RFC 9477) on editions; needs a DKIM key.
+    cfbl_address: str = ""
+    # The right-most Feedback-ID field (Gmail's SenderId, 5 to 15 characters); empty:
+    # made from the From domain.
+    feedback_sender_id: str = ""
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _log_level(cls, value: object) -> object:
@@ -232,6 +246,84 @@ class Settings(BaseSettings):
             ) from None
         return value
 
+    @field_validator("dkim_private_key", "dkim_ed25519_key")
+    @classmethod
+    def _dkim_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None or not str(value).strip():
+            return None
+        from newsletter.dkim import read_private_key  # the key is read once, here
+
+        kind = "rsa" if info.field_name == "dkim_private_key" else "ed25519"
+        if kind == "ed25519" and info.data.get("dkim_private_key") is None:
+            raise ValueError(
+                f"Ed25519 is a second signature: set {ENV_PREFIX}DKIM_PRIVATE_KEY (RSA) too, "
+                "since most receivers do not check Ed25519 yet and would see the mail unsigned"
+            )
+        setting = ENV_PREFIX + str(info.field_name).upper()
+        try:
+            read_private_key(Path(value), kind, setting)
+        except ConfigError as exc:
+            raise ValueError(f"{exc.message}; {exc.hint}") from None
+        return Path(value)
+
+    @field_validator("dkim_selector", "dkim_ed25519_selector")
+    @classmethod
+    def _dkim_selector(cls, value: str, info: ValidationInfo) -> str:
+        key = "dkim_private_key" if info.field_name == "dkim_selector" else "dkim_ed25519_key"
+        if info.data.get(key) is None:
+            return value
+        if not value:
+            raise ValueError(
+                f"must be set when {ENV_PREFIX}{key.upper()} is: the name the public key is "
+                "published under (<selector>._domainkey.<domain>), e.g. news2026"
+            )
+        if not _DNS_NAME_RE.fullmatch(value):
+            raise ValueError("must be a DNS label (letters, digits, '-', '.'), e.g. news2026")
+        if info.field_name == "dkim_ed25519_selector" and value == info.data.get("dkim_selector"):
+            raise ValueError(
+                f"must differ from {ENV_PREFIX}DKIM_SELECTOR: one TXT record holds one key"
+            )
+        return value
+
+    @field_validator("dkim_domain")
+    @classmethod
+    def _dkim_domain(cls, value: str) -> str:
+        if value and not _DNS_NAME_RE.fullmatch(value):
+            raise ValueError("must be a plain ASCII domain (the From domain, or a parent of it)")
+        return value.lower()
+
+    @field_validator("cfbl_address")
+    @classmethod
+    def _cfbl_address(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            return value
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+", value):
+            raise ValueError("must be a plain address like fbl@news.example.com")
+        if info.data.get("dkim_private_key") is None and info.data.get("dkim_ed25519_key") is None:
+            raise ValueError(
+                f"needs {ENV_PREFIX}DKIM_PRIVATE_KEY: RFC 9477 asks that CFBL-Address be "
+                "covered by a DKIM signature of its domain"
+            )
+        domain = value.rsplit("@", 1)[1].lower()
+        from_domain = str(info.data.get("from_address", "@")).rsplit("@", 1)[1].lower()
+        signing = info.data.get("dkim_domain") or from_domain
+        if not _aligned(domain, signing):
+            raise ValueError(
+                f"is at {domain}, which the DKIM signature (d={signing}) does not cover: use "
+                "an address at that domain or a subdomain of it (RFC 9477 §3.1)"
+            )
+        return value
+
+    @field_validator("feedback_sender_id")
+    @classmethod
+    def _feedback_sender_id(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]{5,15}", value):
+            raise ValueError(
+                "must be 5 to 15 letters, digits, '.', '_' or '-' (Gmail's SenderId), "
+                "e.g. dailybrief"
+            )
+        return value
+
     # Derived values, so the rest of the code never re-parses settings
 
     @property
@@ -250,6 +342,20 @@ class Settings(BaseSettings):
     def list_id(self) -> str:
         slug = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "newsletter"
         return f"{slug}.{self.sender_domain}"
+
+    @property
+    def dkim_signing_domain(self) -> str:
+        """DKIM_DOMAIN, or the From domain: the d= of every signature."""
+        return self.dkim_domain or self.sender_domain.lower()
+
+    @property
+    def feedback_sender(self) -> str:
+        """FEEDBACK_SENDER_ID, or one made from the From domain: its letters and digits,
+        at most 15 (Gmail wants 5 to 15 characters, the same for the whole stream)."""
+        if self.feedback_sender_id:
+            return self.feedback_sender_id
+        made = re.sub(r"[^a-z0-9]", "", self.sender_domain.lower())
+        return (made if len(made) >= 5 else made + "-mail")[:15]
 
     @property
     def previous_secrets(self) -> tuple[str, ...]:
@@ -271,6 +377,15 @@ class Settings(BaseSettings):
     def today(self) -> dt.date:
         """Today in the newsletter's time zone, the default date of every command."""
         return dt.datetime.now(self.zone).date()
+
+
+_DNS_NAME_RE = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def _aligned(domain: str, signing: str) -> bool:
+    """`domain` is the DKIM d= domain or under it, or d= is under `domain` (the relaxed
+    alignment of RFC 9477 §3.1, short of a Public Suffix List)."""
+    return domain == signing or domain.endswith("." + signing) or signing.endswith("." + domain)
 
 
 def _split(value: str) -> list[str]:

@@ -13,11 +13,20 @@ checked against the stdlib parser and SpamAssassin in tests/test_message.py.
 The message, in order:
 
     From, To, Subject, Date, Message-ID, List-Id, List-Unsubscribe (https, mailto),
-    List-Unsubscribe-Post (RFC 8058), Precedence: bulk, MIME-Version,
+    List-Unsubscribe-Post (RFC 8058), Feedback-ID, CFBL-Address (when set),
+    Precedence: bulk, MIME-Version,
     Content-Type: multipart/alternative  ─┬─ text/plain; charset="utf-8", quoted-printable
                                            └─ text/html;  charset="utf-8", quoted-printable
 
 No `Auto-Submitted`: that header marks auto-replies (RFC 3834), and a newsletter is not one.
+
+Two streams, told apart by Feedback-ID (Gmail's `campaign:list:kind:SenderId`, each field
+stable ASCII without a colon): an edition is `<date>:<list-id>:edition:<sender>`, so
+complaints are counted per edition and per list; one-to-one mail (`transactional.py`)
+is `<kind>:<list-id>:transactional:<sender>` and carries no list headers. With
+CFBL_ADDRESS set, editions also name where complaint reports go (RFC 9477); the DKIM
+signature (`dkim.py`, applied by `compose.py`) covers both headers, as Gmail and RFC
+9477 require.
 
 Header injection cannot happen: the header lines come from `headers.py`, which cleans,
 encodes and checks every value from input. The bodies are quoted-printable from
@@ -53,7 +62,7 @@ from newsletter.headers import (
 from newsletter.models import Recipient
 from newsletter.quoted_printable import encode_text
 
-__all__ = ["assemble_message", "build_message", "make_message_id"]
+__all__ = ["assemble_message", "build_message", "feedback_id_header", "make_message_id"]
 
 # RFC 2046 §5.1.1 bchars without the space, after "=_" (never in quoted-printable text)
 _BOUNDARY_RE = re.compile(r"=_[0-9A-Za-z'()+_,./:=?-]{1,68}")
@@ -62,6 +71,8 @@ _PART_HEADERS = (
     'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
 )
 _TEXT_PART = _PART_HEADERS.format("plain")
+# One Feedback-ID field: stable ASCII with no colon (the separator) and no space
+_FEEDBACK_FIELD_RE = re.compile(r"[A-Za-z0-9._-]+")
 _HTML_PART = _PART_HEADERS.format("html")
 
 
@@ -88,6 +99,7 @@ def build_message(
     message_id: str | None = None,
     date: datetime | None = None,
     boundary: str | None = None,
+    campaign: str | None = None,
 ) -> bytes:
     """The complete message for one recipient from its finished HTML and text.
 
@@ -104,6 +116,7 @@ def build_message(
         message_id=message_id,
         date=date,
         boundary=boundary,
+        campaign=campaign,
     )
 
 
@@ -119,6 +132,7 @@ def assemble_message(
     message_id: str | None = None,
     date: datetime | None = None,
     boundary: str | None = None,
+    campaign: str | None = None,
 ) -> bytes:
     """The complete message for one recipient, ready for SMTP DATA (CRLF line endings).
 
@@ -130,7 +144,9 @@ def assemble_message(
     passes one from `make_message_id`, otherwise a new one is made on the sender's domain.
     A naive `date` is taken as UTC; the default is now. `boundary` is random unless given
     (golden tests give Date, Message-ID and boundary, so the bytes are stable); a given one
-    must start with "=_", which quoted-printable text never contains. Raises `InputError`
+    must start with "=_", which quoted-printable text never contains. `campaign` is the
+    first Feedback-ID field: the edition's date (`compose` gives it), by default the
+    date of `date`. Raises `InputError`
     naming the recipient when their address, an unsubscribe URI or the Message-ID cannot be
     written safely into a header, or when `boundary` is not one.
     """
@@ -146,6 +162,11 @@ def assemble_message(
     if len(unsubscribe) > MAX_LINE:
         unsubscribe = f"List-Unsubscribe: <{url}>,\r\n <{mailto}>"
     boundary = checked_boundary(boundary, where)
+    if campaign is None:
+        campaign = (date or datetime.now(UTC)).date().isoformat()
+    feedback = feedback_id_header(settings, campaign, "edition")
+    if settings.cfbl_address:
+        feedback += "\r\n" + cfbl_header(settings.cfbl_address)
     head = "\r\n".join(
         (
             from_header(settings.from_name, settings.from_address),
@@ -156,6 +177,7 @@ def assemble_message(
             list_id_header(settings.name, settings.list_id),
             unsubscribe,
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+            feedback,
             "Precedence: bulk",
             "MIME-Version: 1.0",
             f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"',
@@ -173,6 +195,26 @@ def assemble_message(
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
     )
+
+
+def feedback_id_header(settings: Settings, campaign: str, kind: str) -> str:
+    """`Feedback-ID: campaign:list-id:kind:SenderId`, each field checked (ASCII, no colon).
+
+    Gmail's feedback loop counts spam reports per field, right to left: the sender
+    (FEEDBACK_SENDER_ID, or one made from the From domain), the kind of mail ("edition",
+    "transactional"), the list, and the campaign (an edition's date, or what one-off
+    mail this is). Nothing in it names a recipient.
+    """
+    fields = (campaign, settings.list_id, kind, settings.feedback_sender)
+    for field in fields:
+        checked(field, "Feedback-ID field", _FEEDBACK_FIELD_RE, 200, "Feedback-ID")
+    return "Feedback-ID: " + ":".join(fields)
+
+
+def cfbl_header(address: str) -> str:
+    """`CFBL-Address: <address>; report=arf` (RFC 9477 §4.1): where complaints go, as ARF."""
+    checked(address, "CFBL address", ADDRESS_RE, MAX_ADDRESS, "NEWSLETTER_CFBL_ADDRESS")
+    return f"CFBL-Address: {address}; report=arf"
 
 
 def checked_message_id(message_id: str | None, domain: str, where: str) -> str:

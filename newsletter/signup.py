@@ -301,6 +301,7 @@ you will not hear from us again.</p>
         subject=f"Confirm your subscription to {settings.name}",
         text=text,
         html=body,
+        kind="confirmation",
         date=date,
         message_id=message_id,
         boundary=boundary,

@@ -10,7 +10,10 @@ and turned its tail into a second recipient.
 
 The message, in order:
 
+    DKIM-Signature (when a key is set: `dkim.py`),
     From, To (the address alone), Subject, Date, Message-ID,
+    Feedback-ID: <kind>:<list-id>:transactional:<sender> (a stream of its own, so
+        complaints about one-off mail are counted apart from the editions'),
     Auto-Submitted: auto-generated (RFC 3834: vacation responders stay quiet),
     MIME-Version,
     Content-Type: multipart/alternative  ─┬─ text/plain; charset="utf-8", quoted-printable
@@ -25,6 +28,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from newsletter.config import Settings
+from newsletter.dkim import Dkim, dkim_for
 from newsletter.headers import (
     ADDRESS_RE,
     MAX_ADDRESS,
@@ -33,7 +37,12 @@ from newsletter.headers import (
     from_header,
     subject_header,
 )
-from newsletter.message import checked_boundary, checked_message_id, date_header
+from newsletter.message import (
+    checked_boundary,
+    checked_message_id,
+    date_header,
+    feedback_id_header,
+)
 from newsletter.quoted_printable import encode_text
 
 _PART = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n'
@@ -46,14 +55,20 @@ def transactional_message(
     subject: str,
     text: str,
     html: str,
+    kind: str,
     date: datetime | None = None,
     message_id: str | None = None,
     boundary: str | None = None,
+    dkim: Dkim | None = None,
+    timestamp: int | None = None,
 ) -> bytes:
     """The message to the address `to`, ready for SMTP DATA (CRLF line ends, ASCII).
 
-    `date` (naive is UTC), `message_id` (angle brackets optional) and `boundary`
-    default to now and fresh random ones; golden tests give all three. Raises
+    `kind` names the one-off mail ("confirmation") in its Feedback-ID. The message is
+    signed by `dkim` (default: the settings' keys, `dkim.dkim_for`; none set, none
+    signs). `date` (naive is UTC), `message_id` (angle brackets optional), `boundary`
+    and the signature's `timestamp` default to now and fresh random ones; golden tests
+    give them. Raises
     InputError when the address, the Message-ID or the boundary cannot be written
     safely; ConfigError (from `headers.from_header`) for an unusable FROM_ADDRESS.
     """
@@ -68,6 +83,7 @@ def transactional_message(
             subject_header(subject),
             date_header(date),
             f"Message-ID: {message_id}",
+            feedback_id_header(settings, kind, "transactional"),
             "Auto-Submitted: auto-generated",
             "MIME-Version: 1.0",
             f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"',
@@ -77,7 +93,7 @@ def transactional_message(
             "",
         )
     )
-    return b"".join(
+    data = b"".join(
         (
             head.encode("ascii"),
             encode_text(text),
@@ -86,3 +102,4 @@ def transactional_message(
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
     )
+    return (dkim if dkim is not None else dkim_for(settings)).sign(data, timestamp=timestamp)

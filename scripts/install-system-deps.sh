@@ -9,6 +9,8 @@
 #                 loopback in front of `newsletter serve`; the service is never started
 #   dovecot-imapd the IMAP server `newsletter bounces --imap` is tested against, run by
 #                 a test from a temp dir on loopback; the service is never started
+#   libmail-dkim-perl  Perl's Mail::DKIM: an independent verifier of our DKIM signatures
+#                 (tests/dkimverify.pl, the key lookup answered from a file)
 # Idempotent; needs root (or sudo). Without them the tests that need them skip
 # and say why.
 set -euo pipefail
@@ -20,6 +22,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -x /usr/sbin/dovecot ] && [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
+[ -f /usr/share/perl5/Mail/DKIM/Verifier.pm ] || need+=(libmail-dkim-perl)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then

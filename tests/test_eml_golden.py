@@ -7,6 +7,10 @@ a fold, an encoded-word, a soft break or an escape shows up here as a diff to re
 diff (`git diff --text tests/golden/eml`) before committing it.
 
 The edition is tests/test_render.py's golden edition, rendered with the real templates.
+These goldens are unsigned (no DKIM key in their settings); tests/golden/eml-signed/ holds
+one message signed with the fixed key in tests/data/dkim/ (RSA and Ed25519, a fixed
+`t=`: both signatures are deterministic), with CFBL-Address set, so a change to what is
+signed or how the DKIM-Signature is written shows up too (tests/test_dkim.py verifies it).
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from mimewire import assert_crlf_only, assert_quoted_printable_wire, lf, perl_de
 from test_render import TOKEN, golden_edition, make_settings
 
 from newsletter.compose import compose_message, delivery_message_id, view_online_url
+from newsletter.dkim import Dkim, DkimKey, read_private_key
 from newsletter.models import Recipient, RenderedEdition
 from newsletter.personalize import Slots, personalize
 from newsletter.render import render_edition
 from newsletter.tokens import Purpose, Signer, unsubscribe_links
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "eml"
+SIGNED_GOLDEN = GOLDEN.parent / "eml-signed" / "ascii-name.eml"
+DKIM_KEYS = Path(__file__).resolve().parent / "data" / "dkim"
 SETTINGS = make_settings(
     from_address="news@daily.example.org",
     from_name="The Daily Brief",
@@ -63,16 +70,38 @@ def rendered() -> RenderedEdition:
     return _rendered
 
 
-def compose(name: str) -> bytes:
+def compose(name: str, **signing) -> bytes:  # noqa: ANN003
     number = list(RECIPIENTS).index(name) + 1
+    settings = signing.pop("settings", SETTINGS)
     return compose_message(
         rendered(),
-        SETTINGS,
+        settings,
         RECIPIENTS[name],
         signer=SIGNER,
         message_id=delivery_message_id(SETTINGS, rendered(), number),
         date=WHEN,
         boundary=f"=_golden.{number}",
+        **signing,
+    )
+
+
+def compose_signed() -> bytes:
+    """The ascii-name golden with CFBL-Address, signed by the fixed test keys."""
+    keys = [
+        DkimKey(
+            "news2026",
+            "daily.example.org",
+            read_private_key(DKIM_KEYS / "rsa-2048.pem", "rsa", "t"),
+        ),
+        DkimKey(
+            "ed2026",
+            "daily.example.org",
+            read_private_key(DKIM_KEYS / "ed25519.pem", "ed25519", "t"),
+        ),
+    ]
+    settings = SETTINGS.model_copy(update={"cfbl_address": "fbl@daily.example.org"})
+    return compose(
+        "ascii-name", settings=settings, dkim=Dkim(keys), timestamp=int(WHEN.timestamp())
     )
 
 
@@ -98,8 +127,14 @@ def slots_of(recipient: Recipient) -> Slots:
 
 @pytest.mark.parametrize("name", list(RECIPIENTS))
 def test_golden_eml(name: str) -> None:
-    data = compose(name)
-    path = GOLDEN / f"{name}.eml"
+    assert_golden(GOLDEN / f"{name}.eml", compose(name))
+
+
+def test_golden_signed_eml() -> None:
+    assert_golden(SIGNED_GOLDEN, compose_signed())
+
+
+def assert_golden(path: Path, data: bytes) -> None:
     if os.environ.get("UPDATE_GOLDEN") == "1":
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)

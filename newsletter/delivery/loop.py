@@ -61,6 +61,7 @@ from newsletter.delivery.retry import (
     sleep_or_stop,
 )
 from newsletter.delivery.session import RelayUnavailable, SendResult
+from newsletter.dkim import dkim_for
 from newsletter.errors import (
     DeliveryError,
     InputError,
@@ -142,6 +143,7 @@ class SendLoop:
         self.cleanup_seconds = CLEANUP_SECONDS if cleanup_seconds is None else cleanup_seconds
         self.signer = signer_for(settings)
         self.bounces = bounce_addresses(settings, self.signer)
+        self.dkim = dkim_for(settings)  # the DKIM keys, loaded once for the whole send
         self.limiter = RateLimiter(settings.rate_limit, clock)
         self.relay = RelayWatch(settings, clock)
         self.store = StoreWatch(settings.store_retry_window, clock=clock)
@@ -311,6 +313,7 @@ class SendLoop:
                     self.settings,
                     Recipient(claim.subscriber_id, claim.email, claim.name),
                     signer=self.signer,
+                    dkim=self.dkim,
                     message_id=delivery_message_id(
                         self.settings, self.stored.rendered, claim.delivery_id
                     ),
