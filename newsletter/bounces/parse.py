@@ -23,10 +23,11 @@ when a server sends it with class 5. So is X.7.x (security or policy: spam
 filters, blocklists, DMARC): it judges the sender or the message, not the
 address, and counting it as hard would shed good subscribers the day the sender
 is blocklisted; the soft-bounce limit still ends an address refused for weeks.
-A generic X.0.0 (Exim's usual Status) gives way to the code the server itself quoted, or to the words for a full
-mailbox. With no status, `_PHRASES` (well-known wordings) decide, then the
-basic SMTP reply code, then the report itself ("failed" in a DSN, "permanent"
-in a plain-text bounce: HARD; a plain-text bounce that says neither: SOFT).
+A generic X.0.0 (Exim's usual Status) gives way to the code the server itself
+quoted, or to the words for a full mailbox. With no status, `_PHRASES`
+(well-known wordings) decide, then the basic SMTP reply code, then the report
+itself ("failed" in a DSN, "permanent" in a plain-text bounce: HARD; a
+plain-text bounce that says neither: SOFT).
 
 `sent_to` is the address the report came to (Delivered-To, X-Original-To,
 Envelope-To, then To), preferring a VERP form (`bounces+<token>@`); when none of
