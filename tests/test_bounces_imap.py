@@ -97,9 +97,12 @@ def test_each_message_of_the_mailbox_is_recorded_once_and_moved_to_its_outcome(
     with engine.connect() as conn:
         assert conn.execute(select(subscribers.c.bounce_count)).scalar_one() == 1
         assert len(conn.execute(select(bounce_events)).all()) == 1
-    assert folder_counts(
-        imap, ["INBOX", "INBOX.processed", "INBOX.ignored", "INBOX.unknown"]
-    ) == {"INBOX": 0, "INBOX.processed": 2, "INBOX.ignored": 1, "INBOX.unknown": 1}
+    assert folder_counts(imap, ["INBOX", "INBOX.processed", "INBOX.ignored", "INBOX.unknown"]) == {
+        "INBOX": 0,
+        "INBOX.processed": 2,
+        "INBOX.ignored": 1,
+        "INBOX.unknown": 1,
+    }
     # A second poll finds nothing left to do.
     assert process_imap(engine, settings, imap.url()) == []
 
