@@ -7,6 +7,8 @@
 #                 per test session; the packaged service is never started)
 #   nginx         the reverse proxy the deploy/ config is for, run by a test on
 #                 loopback in front of `newsletter serve`; the service is never started
+#   dnsmasq-base  a small DNS server (the binary alone, no service) that the doctor's DNS
+#                 tests start on loopback, serving good and broken SPF/DKIM/DMARC/MX records
 # Idempotent; needs root (or sudo). Without them the tests that need them skip
 # and say why.
 set -euo pipefail
@@ -17,6 +19,7 @@ command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then
