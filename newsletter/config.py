@@ -263,17 +263,14 @@ def dns_resolver_address(value: str) -> tuple[str, int]:
 
     An IP address, not a name: the resolver is what turns names into addresses.
     """
-    text, port = value.strip(), "53"
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(_DNS_RESOLVER_FORM)
-            port = rest[1:]
+    text = value.strip()
+    bracketed = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
+    if bracketed:
+        host, port = bracketed[1], bracketed[2] or "53"
     elif text.count(":") == 1:
         host, port = text.split(":")
     else:
-        host = text  # an IPv4 address, or a bare IPv6 one
+        host, port = text, "53"  # an IPv4 address, or a bare IPv6 one
     try:
         address = str(ipaddress.ip_address(host))
     except ValueError:

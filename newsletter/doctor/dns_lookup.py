@@ -64,7 +64,7 @@ class Lookup:
         return lookup
 
     def txt(self, name: str) -> list[str]:
-        """Each TXT record at `name`, its character-strings joined (RFC 7208 §3.3)."""
+        """Each TXT record at `name`, its character-strings joined (RFC 7208 §3.3), sorted."""
         return self._ask(name, "TXT")
 
     def mx(self, name: str) -> list[tuple[int, str]]:
@@ -97,7 +97,7 @@ class Lookup:
                 f"{type(exc).__name__}: {exc}", where=f"{kind} {key[0]}", hint=self._hint
             ) from None
         else:
-            found = [_text(record, kind) for record in answer]
+            found = sorted(_text(record, kind) for record in answer)  # a set: in any order
         self._answers[key] = found
         return found
 
