@@ -361,3 +361,20 @@ def test_names_reserved_for_examples_are_not_asked():
 def test_a_resolver_setting_that_is_not_an_address_is_refused(value):
     with pytest.raises(ConfigError, match="must be an IP address with an optional port"):
         load_settings(dns_resolver=value)
+
+
+def test_the_command_prints_the_dns_lines_from_the_resolver_it_is_given(cli_env, server, tmp_path):
+    from conftest import Cli
+
+    cli_env.run("init", cwd=tmp_path)
+    real = Cli(
+        cli_env,
+        NEWSLETTER_FROM_ADDRESS=f"news@{GOOD}",
+        NEWSLETTER_DNS_RESOLVER=server.address,
+        NEWSLETTER_DNS_TIMEOUT="3",
+    )
+    output = real.run("doctor", cwd=tmp_path, check=False).stdout.splitlines()
+    assert f"ok      DMARC _dmarc.{GOOD}: p=reject" in output
+    assert f"ok      MX {GOOD}: bounces to news@{GOOD} go to mx.{GOOD} (10)" in output
+    [spf] = [line for line in output if line.startswith(f"ok      SPF {GOOD}: ")]
+    assert "relay's sending address unknown here" in spf  # the test relay is on loopback
