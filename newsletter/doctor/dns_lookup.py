@@ -29,29 +29,27 @@ class DnsUnanswered(NewsletterError):
 
 
 class Lookup:
-    def __init__(self, resolver: dns.resolver.Resolver, shown: str, timeout: float) -> None:
+    def __init__(self, resolver: dns.resolver.Resolver, shown: str) -> None:
         self._resolver = resolver
         self.shown = shown  # "the resolver 127.0.0.1:5353", or the system's
-        self._timeout = timeout
         self._answers: dict[tuple[str, str], list[str]] = {}
         self._failure: DnsUnanswered | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Lookup:
         """Ask DNS_RESOLVER, or the resolvers of /etc/resolv.conf when it is empty."""
-        timeout = settings.dns_timeout
         if settings.dns_resolver:
             address, port = dns_resolver_address(settings.dns_resolver)
             resolver = dns.resolver.Resolver(configure=False)
             resolver.nameservers = [address]
             resolver.port = port
             shown = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-            lookup = cls(resolver, f"the resolver {shown} (NEWSLETTER_DNS_RESOLVER)", timeout)
+            lookup = cls(resolver, f"the resolver {shown} (NEWSLETTER_DNS_RESOLVER)")
         else:
             try:
                 resolver = dns.resolver.Resolver()
             except dns.exception.DNSException as exc:  # no /etc/resolv.conf, or no servers in it
-                lookup = cls(dns.resolver.Resolver(configure=False), "the system resolver", 1)
+                lookup = cls(dns.resolver.Resolver(configure=False), "the system resolver")
                 lookup._failure = DnsUnanswered(
                     f"no DNS resolver is configured on this machine ({type(exc).__name__})",
                     where="dns",
@@ -59,8 +57,9 @@ class Lookup:
                 )
                 return lookup
             servers = ", ".join(str(server) for server in resolver.nameservers)
-            lookup = cls(resolver, f"the system resolver ({servers})", timeout)
-        resolver.timeout = resolver.lifetime = timeout
+            lookup = cls(resolver, f"the system resolver ({servers})")
+        # `timeout` bounds one try, `lifetime` the whole question, retries included
+        resolver.timeout = resolver.lifetime = settings.dns_timeout
         return lookup
 
     def txt(self, name: str) -> list[str]:
@@ -87,7 +86,8 @@ class Lookup:
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             found: list[str] = []
         except dns.exception.Timeout:
-            self._failure = self._unanswered(f"no answer within {self._timeout:g} s")
+            bound = self._resolver.lifetime  # what dnspython waited, all tries together
+            self._failure = self._unanswered(f"no answer within {bound:g} s")
             raise self._failure from None
         except dns.resolver.NoNameservers as exc:  # SERVFAIL, REFUSED, or an unreachable port
             self._failure = self._unanswered(_server_said(exc))
