@@ -57,6 +57,7 @@ def server(keys):
         txt(GOOD, "google-site-verification=abc"),  # another TXT: not an SPF record
         mx(GOOD, f"mx.{GOOD}"),
         txt(f"bounces.{GOOD}", f"v=spf1 ip4:{RELAY} -all"),
+        f"host-record=relay.{GOOD},{RELAY}",  # the relay by name: its address from DNS
         mx(f"bounces.{GOOD}", f"mx1.{GOOD}", 10),
         mx(f"bounces.{GOOD}", f"mx2.{GOOD}", 20),
         txt(f"_dmarc.{GOOD}", f"v=DMARC1; p=reject; rua=mailto:dmarc@{GOOD}"),
@@ -186,6 +187,18 @@ def test_spf_records_good_missing_doubled_malformed_and_permissive(
     assert (found_severity, line.removeprefix(f"SPF {domain}: ")[: len(expected)]) == (
         severity,
         expected,
+    )
+
+
+def test_a_relay_named_by_host_is_matched_by_its_addresses(server, keys):
+    by_name = good(server, keys, smtp_host=f"relay.{GOOD}", bounce_address="")
+    assert about(by_name, "SPF ") == [
+        (Severity.OK, f"SPF {GOOD}: 'v=spf1 ip4:192.0.2.0/24 -all' authorises the relay "
+         f"({RELAY})"),
+    ]  # fmt: skip
+    unknown = good(server, keys, smtp_host=f"nowhere.{GOOD}", bounce_address="")
+    assert about(unknown, "SPF ")[0][1].endswith(
+        "(the relay's sending address unknown here, so not matched against it)"
     )
 
 
@@ -366,7 +379,6 @@ def test_a_resolver_setting_that_is_not_an_address_is_refused(value):
 def test_the_command_prints_the_dns_lines_from_the_resolver_it_is_given(cli_env, server, tmp_path):
     from conftest import Cli
 
-    cli_env.run("init", cwd=tmp_path)
     real = Cli(
         cli_env,
         NEWSLETTER_FROM_ADDRESS=f"news@{GOOD}",

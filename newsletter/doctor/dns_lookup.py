@@ -22,6 +22,7 @@ import dns.resolver
 
 from newsletter.config import Settings, dns_resolver_address
 from newsletter.errors import NewsletterError
+from newsletter.hygiene import one_line
 
 
 class DnsUnanswered(NewsletterError):
@@ -94,7 +95,9 @@ class Lookup:
             raise self._failure from None
         except dns.exception.DNSException as exc:  # a malformed name or answer
             raise DnsUnanswered(
-                f"{type(exc).__name__}: {exc}", where=f"{kind} {key[0]}", hint=self._hint
+                f"{type(exc).__name__}: {one_line(str(exc))}",
+                where=f"{kind} {key[0]}",
+                hint=self._hint,
             ) from None
         else:
             found = sorted(_text(record, kind) for record in answer)  # a set: in any order
