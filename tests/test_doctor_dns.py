@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dnsserver import dns_server, free_udp_and_tcp_port, mx, txt
 
 from newsletter.config import Severity, load_settings
-from newsletter.doctor import run_doctor
+from newsletter.doctor import dns_checks, run_doctor
 from newsletter.doctor.dns_records import dkim_record
 from newsletter.errors import ConfigError
 
@@ -360,6 +360,22 @@ def test_a_resolver_that_refuses_is_a_warning_naming_it(server):
         f"the resolver {server.address} (NEWSLETTER_DNS_RESOLVER) gave no answer: it answered "
         "REFUSED; not checked: SPF"
     )
+
+
+def test_a_record_check_that_breaks_is_an_error_and_the_others_run(server, keys, monkeypatch):
+    def broken(lookup, domains, settings):
+        raise KeyError("an unforeseen failure")
+
+    monkeypatch.setattr(dns_checks, "DNS_CHECKS", (("SPF", broken), *dns_checks.DNS_CHECKS[1:]))
+    found = good(server, keys)
+    assert (found[0].severity, found[0].subject) == (Severity.ERROR, "SPF")
+    assert "the check itself failed: KeyError" in found[0].message
+    assert [f.subject for f in found[1:]] == [
+        f"DKIM sel._domainkey.{GOOD}",
+        f"DMARC _dmarc.{GOOD}",
+        "DMARC alignment",
+        f"MX bounces.{GOOD}",
+    ]
 
 
 def test_names_reserved_for_examples_are_not_asked():

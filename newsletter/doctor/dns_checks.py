@@ -29,13 +29,18 @@ from newsletter.doctor.dns_dmarc import check_dmarc
 from newsletter.doctor.dns_domains import MailDomains
 from newsletter.doctor.dns_lookup import DnsUnanswered, Lookup
 from newsletter.doctor.dns_spf import check_spf
+from newsletter.doctor.guard import Check, guarded
 from newsletter.hygiene import one_line
 
 DnsCheck = Callable[[Lookup, MailDomains, Settings], list[Finding]]
 
 
 def check_dns(settings: Settings) -> list[Finding]:
-    """SPF, DKIM, DMARC and MX, asking one resolver; a dead one ends them with one warning."""
+    """SPF, DKIM, DMARC and MX, asking one resolver; a dead one ends them with one warning.
+
+    Each record's check is guarded on its own (guard.py): one that breaks is an error
+    line naming it, and the next one runs.
+    """
     domains = MailDomains.of(settings)
     reserved = sorted({d for d in (domains.from_domain, domains.bounce_domain) if is_test_host(d)})
     if reserved:
@@ -49,24 +54,36 @@ def check_dns(settings: Settings) -> list[Finding]:
         ]
     lookup = Lookup.from_settings(settings)
     findings: list[Finding] = []
-    checks: tuple[tuple[str, DnsCheck], ...] = (
-        ("SPF", check_spf),
-        ("DKIM", check_dkim),
-        ("DMARC", check_dmarc),
-        ("MX", check_mx),
-    )
-    for index, (name, check) in enumerate(checks):
-        try:
-            findings.extend(check(lookup, domains, settings))
-        except DnsUnanswered as exc:
-            left = ", ".join(other for other, _ in checks[index:])
-            where = "dns" if exc.where == "dns" else f"{name} {exc.where}"
-            findings.append(
-                Finding(Severity.WARNING, where, f"{exc.message}; not checked: {left}", exc.hint)
-            )
-            if exc.where == "dns":
-                break
+    names = [name for name, _ in DNS_CHECKS]
+    for index, (name, check) in enumerate(DNS_CHECKS):
+        unanswered = _unanswered_as_warning(name, names[index:], check, lookup, domains)
+        findings.extend(guarded(name, unanswered, settings))
+        if lookup.unanswered:
+            break  # the resolver is dead: the warning said which checks were not made
     return findings
+
+
+def _unanswered_as_warning(
+    name: str, left: list[str], check: DnsCheck, lookup: Lookup, domains: MailDomains
+) -> Check:
+    """The check, with a question the resolver did not answer as a warning, not an error:
+    the records may well be right; they were not seen."""
+
+    def run(settings: Settings) -> list[Finding]:
+        try:
+            return check(lookup, domains, settings)
+        except DnsUnanswered as exc:
+            dead = exc.where == "dns"  # the resolver, not one name's answer
+            return [
+                Finding(
+                    Severity.WARNING,
+                    "dns" if dead else f"{name} {exc.where}",
+                    f"{exc.message}; not checked: {', '.join(left) if dead else name}",
+                    exc.hint or "",
+                )
+            ]
+
+    return run
 
 
 def check_mx(lookup: Lookup, domains: MailDomains, settings: Settings) -> list[Finding]:
@@ -92,3 +109,12 @@ def check_mx(lookup: Lookup, domains: MailDomains, settings: Settings) -> list[F
         ]
     shown = ", ".join(f"{one_line(host)} ({preference})" for preference, host in records)
     return [Finding(Severity.OK, subject, f"bounces to {domains.bounce_address} go to {shown}")]
+
+
+#: In the order an operator publishes them; each runs even when one before it failed.
+DNS_CHECKS: tuple[tuple[str, DnsCheck], ...] = (
+    ("SPF", check_spf),
+    ("DKIM", check_dkim),
+    ("DMARC", check_dmarc),
+    ("MX", check_mx),
+)

@@ -63,6 +63,11 @@ class Lookup:
         resolver.timeout = resolver.lifetime = settings.dns_timeout
         return lookup
 
+    @property
+    def unanswered(self) -> bool:
+        """The resolver failed to answer once: every further question fails at once."""
+        return self._failure is not None
+
     def txt(self, name: str) -> list[str]:
         """Each TXT record at `name`, its character-strings joined (RFC 7208 §3.3), sorted."""
         return self._ask(name, "TXT")
