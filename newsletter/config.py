@@ -167,6 +167,13 @@ class Settings(BaseSettings):
     # made from the From domain.
     feedback_sender_id: str = ""
 
+    # The DNS checks of `newsletter doctor` (newsletter/doctor/dns_*.py): the resolver
+    # asked, as an IP address with an optional port (`127.0.0.1:5353`, `[::1]:53`);
+    # empty: the system's (/etc/resolv.conf). Each lookup gets DNS_TIMEOUT seconds; one
+    # that goes unanswered is a warning naming the resolver, and the rest are not asked.
+    dns_resolver: str = ""
+    dns_timeout: float = Field(5.0, gt=0, le=60)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _log_level(cls, value: object) -> object:
@@ -233,6 +240,13 @@ class Settings(BaseSettings):
                     "e.g. 127.0.0.1 or 10.0.0.0/8,::1"
                 ) from None
         return value
+
+    @field_validator("dns_resolver")
+    @classmethod
+    def _dns_resolver(cls, value: str) -> str:
+        if value.strip():
+            dns_resolver_address(value)  # ValueError names the form
+        return value.strip()
 
     @field_validator("subject_template")
     @classmethod
@@ -390,6 +404,33 @@ def _aligned(domain: str, signing: str) -> bool:
 
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def dns_resolver_address(value: str) -> tuple[str, int]:
+    """DNS_RESOLVER as (address, port): `host`, `host:port`, `[v6]` or `[v6]:port`.
+
+    An IP address, not a name: the resolver is what turns names into addresses.
+    """
+    text = value.strip()
+    bracketed = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
+    if bracketed:
+        host, port = bracketed[1], bracketed[2] or "53"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, "53"  # an IPv4 address, or a bare IPv6 one
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise ValueError(_DNS_RESOLVER_FORM) from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(_DNS_RESOLVER_FORM)
+    return address, int(port)
+
+
+_DNS_RESOLVER_FORM = (
+    "must be an IP address with an optional port, e.g. 127.0.0.1, 127.0.0.1:5353 or [::1]:53"
+)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -11,6 +11,8 @@
 #                 a test from a temp dir on loopback; the service is never started
 #   libmail-dkim-perl  Perl's Mail::DKIM: an independent verifier of our DKIM signatures
 #                 (tests/dkimverify.pl, the key lookup answered from a file)
+#   dnsmasq-base  a small DNS server (the binary alone, no service) that the doctor's DNS
+#                 tests start on loopback, serving good and broken SPF/DKIM/DMARC/MX records
 # Idempotent; needs root (or sudo). Without them the tests that need them skip
 # and say why.
 set -euo pipefail
@@ -23,6 +25,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -x /usr/sbin/dovecot ] && [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
 [ -f /usr/share/perl5/Mail/DKIM/Verifier.pm ] || need+=(libmail-dkim-perl)
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then

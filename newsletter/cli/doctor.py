@@ -17,7 +17,9 @@ _STYLE = {
 
 def doctor(ctx: typer.Context) -> None:
     """Check everything a real send needs, before the first one: settings, templates,
-    database, relay (what it offers, its certificate, the login) and the site.
+    database, relay (what it offers, its certificate, the login), the site, and the DNS
+    records receivers look up (SPF, the DKIM key, DMARC and its alignment, MX for bounces;
+    NEWSLETTER_DNS_RESOLVER names the resolver asked).
 
     One line per finding, each with its fix, then a summary. Exit code 1 when any
     finding is an error; warnings alone pass.
