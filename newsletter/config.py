@@ -260,6 +260,12 @@ class Settings(BaseSettings):
             ) from None
         return value
 
+    @field_validator("dkim_private_key", "dkim_ed25519_key", mode="before")
+    @classmethod
+    def _dkim_key_blank(cls, value: object) -> object:
+        # `NEWSLETTER_DKIM_PRIVATE_KEY=` (as .env.example has it) means no key, not Path(".")
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("dkim_private_key", "dkim_ed25519_key")
     @classmethod
     def _dkim_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:

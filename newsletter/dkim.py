@@ -269,7 +269,9 @@ def read_private_key(path: Path, kind: str, setting: str) -> PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        reason = "it is encrypted" if "encrypted" in str(exc).lower() else "it is not a PEM key"
+        # cryptography says TypeError for an encrypted key read without a password; its
+        # ValueError for bad data also mentions encryption, so the words cannot tell.
+        reason = "it is encrypted" if isinstance(exc, TypeError) else "it is not a PEM key"
         raise ConfigError(
             f"the DKIM key {str(path)!r} cannot be used: {reason}",
             where=setting,

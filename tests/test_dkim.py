@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import re
 import shutil
 import subprocess
@@ -391,3 +392,36 @@ def test_the_signed_golden_verifies_and_signs_its_cfbl_address(tmp_path):
     assert signature_tags(data)["h"].split(":").count("cfbl-address") == 2
     removed = re.sub(rb"\r\nCFBL-Address: [^\r]*", b"", data)
     assert mail_dkim(removed, tmp_path)[-1] == "result: fail"
+
+
+def test_the_env_example_copied_to_env_loads_with_nothing_signed(tmp_path, monkeypatch):
+    """`cp .env.example .env`: its empty NEWSLETTER_DKIM_PRIVATE_KEY= means no key."""
+    (tmp_path / ".env").write_text((HERE.parent / ".env.example").read_text(encoding="utf-8"))
+    for name in [n for n in os.environ if n.startswith("NEWSLETTER_")]:
+        monkeypatch.delenv(name)
+
+    settings = _load(tmp_path, monkeypatch)
+
+    assert settings.dkim_private_key is None and settings.dkim_ed25519_key is None
+    assert not dkim_for(settings)
+
+
+def test_an_encrypted_key_and_a_pem_shaped_junk_file_are_told_apart(tmp_path, monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+
+    key = read_private_key(RSA_KEY, "rsa", "NEWSLETTER_DKIM_PRIVATE_KEY")
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    with pytest.raises(ConfigError, match="it is encrypted"):
+        _load(tmp_path, monkeypatch, dkim_private_key=str(locked), dkim_selector="s")
+    # cryptography's ValueError for bad data also speaks of encryption
+    junk = tmp_path / "junk.pem"
+    junk.write_text("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(ConfigError, match="it is not a PEM key"):
+        _load(tmp_path, monkeypatch, dkim_private_key=str(junk), dkim_selector="s")

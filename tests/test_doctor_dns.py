@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dnsserver import dns_server, free_udp_and_tcp_port, mx, txt
 
 from newsletter.config import Severity, load_settings
+from newsletter.dkim import public_record as dkim_record
 from newsletter.doctor import dns_checks, run_doctor
-from newsletter.doctor.dns_records import dkim_record
 from newsletter.errors import ConfigError
 
 RELAY = "192.0.2.10"  # NEWSLETTER_SMTP_HOST: an address, so SPF's ip4: terms can be matched
@@ -99,13 +99,13 @@ def _no_env_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no developer .env leaks in
 
 
-def dns(resolver: str, *, from_address: str = f"news@{GOOD}", timeout: float = 5.0, **later):
-    """The DNS check's findings. `later`: the settings other work of issue 12 adds
-    (bounce_address, dkim_private_key, dkim_selector, dkim_domain), set as they will be."""
+def dns(resolver: str, *, from_address: str = f"news@{GOOD}", timeout: float = 5.0, **more):
+    """The DNS check's findings; `more`: other settings (bounce_address, dkim_*)."""
+    more = {"smtp_host": RELAY, **more}
     settings = load_settings(
-        dns_resolver=resolver, dns_timeout=timeout, smtp_host=RELAY, from_address=from_address
+        dns_resolver=resolver, dns_timeout=timeout, from_address=from_address, **more
     )
-    return run_doctor(settings.model_copy(update=later), only=["dns"]).findings
+    return run_doctor(settings, only=["dns"]).findings
 
 
 def good(server, keys, **changes):
@@ -210,10 +210,20 @@ def test_dkim_records_matching_the_key_pass_in_either_rsa_form_and_for_ed25519(s
         (Severity.OK, f"DKIM pkcs1._domainkey.{GOOD}: publishes the configured key (rsa, "
          "2048 bits)"),
     ]  # fmt: skip
-    ed = good(server, keys, dkim_selector="ed", dkim_private_key=str(keys["ed25519"][0]))
+    ed = good(server, keys, dkim_ed25519_selector="ed", dkim_ed25519_key=str(keys["ed25519"][0]))
     assert about(ed, "DKIM") == [
-        (Severity.OK, f"DKIM ed._domainkey.{GOOD}: publishes the configured key (ed25519)")
-    ]
+        (Severity.OK, f"DKIM sel._domainkey.{GOOD}: publishes the configured key (rsa, "
+         "2048 bits)"),
+        (Severity.OK, f"DKIM ed._domainkey.{GOOD}: publishes the configured key (ed25519)"),
+    ]  # fmt: skip
+    # The second key is checked on its own: RSA's record at its selector is not Ed25519's.
+    wrong = good(server, keys, dkim_ed25519_selector="other",
+                 dkim_ed25519_key=str(keys["ed25519"][0]))  # fmt: skip
+    [(severity, line)] = about(wrong, "DKIM other.")
+    assert severity is Severity.ERROR
+    assert line.startswith(f"DKIM other._domainkey.{GOOD}: k=rsa, but the configured key "
+                           f"{keys['ed25519'][0]} is ed25519: every signature fails")  # fmt: skip
+    assert dkim_record(keys["ed25519"][1]) in line
 
 
 @pytest.mark.parametrize(
@@ -241,28 +251,24 @@ def test_a_dkim_record_missing_different_revoked_mistyped_or_malformed_is_an_err
     assert f"at {selector}._domainkey.{GOOD}" in finding.fix or selector == "two"
 
 
-def test_dkim_unset_unreadable_or_without_selector(server, keys, tmp_path):
+def test_dkim_unset_is_a_warning_and_a_bad_key_or_selector_a_settings_error(server, keys, tmp_path):
     unset = good(server, keys, dkim_private_key="", dkim_selector="")
     assert [f.severity for f in unset if f.subject == "DKIM"] == [Severity.WARNING]
     # nothing is signed, so only SPF can align; it does here
     assert about(unset, "DMARC alignment")[0][0] is Severity.OK
 
+    # A key that cannot be used, or one without a selector, stops the settings loading:
+    # one line naming the setting, before any DNS is asked.
     not_a_key = tmp_path / "key.pem"
     not_a_key.write_text("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
-    [broken] = [f for f in good(server, keys, dkim_private_key=str(not_a_key)) if
-                f.subject == str(not_a_key)]  # fmt: skip
-    assert broken.severity is Severity.ERROR and "not an unencrypted PEM private key" in (
-        broken.message
-    )
-    missing = tmp_path / "absent.pem"
-    [gone] = [f for f in good(server, keys, dkim_private_key=str(missing)) if
-              f.subject == str(missing)]  # fmt: skip
-    assert gone.message == "cannot be read: No such file or directory"
-
-    [no_selector] = [f for f in good(server, keys, dkim_selector="") if
-                     f.subject == "NEWSLETTER_DKIM_SELECTOR"]  # fmt: skip
-    assert no_selector.severity is Severity.ERROR
-    assert dkim_record(keys["rsa"][1]) in no_selector.fix
+    with pytest.raises(ConfigError, match="it is not a PEM key") as broken:
+        good(server, keys, dkim_private_key=str(not_a_key))
+    assert broken.value.where == "NEWSLETTER_DKIM_PRIVATE_KEY"
+    with pytest.raises(ConfigError, match="cannot be read"):
+        good(server, keys, dkim_private_key=str(tmp_path / "absent.pem"))
+    with pytest.raises(ConfigError, match="must be set when") as no_selector:
+        good(server, keys, dkim_selector="")
+    assert no_selector.value.where == "NEWSLETTER_DKIM_SELECTOR"
 
 
 # ── DMARC and alignment ──────────────────────────────────────────────────────

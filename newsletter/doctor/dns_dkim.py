@@ -1,34 +1,25 @@
-"""The doctor's DKIM check (RFC 6376, RFC 8463): the TXT record at
-<DKIM_SELECTOR>._domainkey.<DKIM_DOMAIN> publishes the public half of DKIM_PRIVATE_KEY:
-there, one, not revoked, the same key type and the same key. Each problem's fix is the
-exact record to publish.
+"""The doctor's DKIM check (RFC 6376, RFC 8463): for each configured key (DKIM_PRIVATE_KEY,
+and DKIM_ED25519_KEY when set), the TXT record at <selector>._domainkey.<DKIM_DOMAIN>
+publishes its public half: there, one, not revoked, the same key type and the same key.
+Each problem's fix is the exact record to publish (`dkim.public_record`, the one the
+signer's key makes). The keys themselves were checked when the settings loaded.
 """
 
 from __future__ import annotations
 
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from newsletter.config import Finding, Settings, Severity
-from newsletter.doctor.dns_domains import MailDomains
+from newsletter.dkim import public_record, read_private_key
+from newsletter.doctor.dns_domains import MailDomains, SigningKey
 from newsletter.doctor.dns_lookup import Lookup
-from newsletter.doctor.dns_records import (
-    PublicKey,
-    dkim_public_key,
-    dkim_record,
-    key_type,
-    same_key,
-    tags,
-)
+from newsletter.doctor.dns_records import PublicKey, key_type, same_key, tags
+from newsletter.errors import ConfigError
 from newsletter.hygiene import one_line
-
-#: RFC 8301: verifiers ignore RSA signatures made with a smaller key.
-MIN_RSA_BITS = 1024
 
 
 def check_dkim(lookup: Lookup, domains: MailDomains, settings: Settings) -> list[Finding]:
-    path = domains.dkim_key
-    if path is None:
+    if not domains.signed:
         return [
             Finding(
                 Severity.WARNING,
@@ -39,50 +30,23 @@ def check_dkim(lookup: Lookup, domains: MailDomains, settings: Settings) -> list
                 "set NEWSLETTER_DKIM_PRIVATE_KEY and NEWSLETTER_DKIM_SELECTOR",
             )
         ]
-    try:
-        key = dkim_public_key(path)
-    except OSError as exc:
-        return [Finding(Severity.ERROR, str(path), f"cannot be read: {exc.strerror or exc}",
-                        "fix NEWSLETTER_DKIM_PRIVATE_KEY")]  # fmt: skip
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        return [
-            Finding(
-                Severity.ERROR,
-                str(path),
-                f"is not an unencrypted PEM private key: {one_line(str(exc))}",
-                "point NEWSLETTER_DKIM_PRIVATE_KEY at the PEM file of an RSA or Ed25519 key",
-            )
-        ]
-    findings: list[Finding] = []
-    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
-        findings.append(
-            Finding(
-                Severity.ERROR,
-                str(path),
-                f"an RSA key of {key.key_size} bits: receivers ignore signatures made with "
-                f"fewer than {MIN_RSA_BITS} (RFC 8301)",
-                "make a 2048-bit key",
-            )
-        )
-    if not domains.dkim_selector:
-        findings.append(
-            Finding(
-                Severity.ERROR,
-                "NEWSLETTER_DKIM_SELECTOR",
-                "is not set: receivers find the public key at <selector>._domainkey."
-                f"{domains.dkim_domain}",
-                f'set it (e.g. news1), then publish a TXT record there: "{dkim_record(key)}"',
-            )
-        )
-        return findings
-    findings.append(_dkim_record(lookup, domains, key))
+    findings = []
+    for signing in domains.dkim_keys:
+        try:  # read once per process (cached); fails only if the file changed since
+            key = read_private_key(signing.path, signing.kind, signing.setting).public_key()
+        except ConfigError as exc:
+            findings.append(Finding(Severity.ERROR, signing.setting, exc.message, exc.hint))
+            continue
+        findings.append(_dkim_record(lookup, domains, signing, key))
     return findings
 
 
-def _dkim_record(lookup: Lookup, domains: MailDomains, key: PublicKey) -> Finding:
-    name = f"{domains.dkim_selector}._domainkey.{domains.dkim_domain}"
+def _dkim_record(
+    lookup: Lookup, domains: MailDomains, signing: SigningKey, key: PublicKey
+) -> Finding:
+    name = f"{signing.selector}._domainkey.{domains.dkim_domain}"
     subject = f"DKIM {name}"
-    expected = dkim_record(key)
+    expected = public_record(key)
     publish = f'publish one TXT record at {name}: "{expected}"'
     records = lookup.txt(name)
 
@@ -109,7 +73,7 @@ def _dkim_record(lookup: Lookup, domains: MailDomains, key: PublicKey) -> Findin
     kind, ours = found.get("k", "rsa").lower(), key_type(key)
     if kind != ours:
         return error(
-            f"k={kind}, but the configured key {domains.dkim_key} is {ours}: every signature fails",
+            f"k={kind}, but the configured key {signing.path} is {ours}: every signature fails",
             f"replace it: {publish}",
         )
     try:
@@ -118,7 +82,7 @@ def _dkim_record(lookup: Lookup, domains: MailDomains, key: PublicKey) -> Findin
         return error(f"malformed: {exc}", f"replace it: {publish}")
     if not same:
         return error(
-            f"publishes a different key from {domains.dkim_key}: every signature fails",
+            f"publishes a different key from {signing.path}: every signature fails",
             f"replace it (or set the key it belongs to): {publish}",
         )
     bits = f", {key.key_size} bits" if isinstance(key, rsa.RSAPublicKey) else ""

@@ -85,7 +85,7 @@ def _alignment(domains: MailDomains, adkim: str, aspf: str) -> Finding:
     from_domain = domains.from_domain
     words = {"r": "relaxed", "s": "strict"}
     subject = "DMARC alignment"
-    dkim = domains.dkim_key is not None and aligned(domains.dkim_domain, from_domain, adkim)
+    dkim = domains.signed and aligned(domains.dkim_domain, from_domain, adkim)
     spf = aligned(domains.bounce_domain, from_domain, aspf)
     dkim_said = f"DKIM d={domains.dkim_domain} ({words[adkim]})"
     spf_said = f"SPF {domains.bounce_domain} ({words[aspf]})"
@@ -100,7 +100,7 @@ def _alignment(domains: MailDomains, adkim: str, aspf: str) -> Finding:
     dkim_fix = f"set NEWSLETTER_DKIM_DOMAIN to {from_domain}" + (
         " or a subdomain of it" if adkim == "r" else ""
     )
-    if domains.dkim_key is None:
+    if not domains.signed:
         if spf:
             return Finding(Severity.OK, subject, f"From {from_domain} aligns with {spf_said} "
                            "(nothing is DKIM-signed)")  # fmt: skip

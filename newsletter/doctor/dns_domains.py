@@ -1,17 +1,22 @@
 """The names the DNS checks ask about, from the settings: From's domain, the bounce
-(envelope sender) domain, and the DKIM key, selector and domain.
-
-NEWSLETTER_BOUNCE_ADDRESS and the NEWSLETTER_DKIM_* settings are read with getattr:
-they come with the bounce and signing work of the same issue, and until then the
-envelope sender is FROM_ADDRESS and nothing is signed.
-"""
+(envelope sender) domain, and each DKIM key with its selector and domain."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from newsletter.config import Settings
+from newsletter.config import ENV_PREFIX, Settings
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """One configured DKIM key: where it is published and which setting names it."""
+
+    path: Path
+    kind: str  # "rsa" or "ed25519", as dkim.read_private_key takes it
+    selector: str
+    setting: str  # e.g. NEWSLETTER_DKIM_PRIVATE_KEY, for the findings' fixes
 
 
 @dataclass(frozen=True)
@@ -23,31 +28,31 @@ class MailDomains:
     bounce_address: str  # the envelope sender: BOUNCE_ADDRESS, or FROM_ADDRESS without it
     bounce_domain: str
     bounce_set: bool
-    dkim_key: Path | None
-    dkim_selector: str
+    dkim_keys: tuple[SigningKey, ...]  # RSA first, then the optional Ed25519 one
     dkim_domain: str
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.dkim_keys)
 
     @classmethod
     def of(cls, settings: Settings) -> MailDomains:
-        bounce = _setting(settings, "bounce_address")
-        key = _setting(settings, "dkim_private_key")
+        bounce = settings.bounce_address.strip()
+        keys = []
+        if settings.dkim_private_key is not None:
+            keys.append(SigningKey(settings.dkim_private_key, "rsa", settings.dkim_selector,
+                                   f"{ENV_PREFIX}DKIM_PRIVATE_KEY"))  # fmt: skip
+        if settings.dkim_ed25519_key is not None:
+            keys.append(SigningKey(settings.dkim_ed25519_key, "ed25519",
+                                   settings.dkim_ed25519_selector,
+                                   f"{ENV_PREFIX}DKIM_ED25519_KEY"))  # fmt: skip
+        envelope = bounce or settings.from_address
         return cls(
             from_address=settings.from_address,
             from_domain=settings.sender_domain.lower(),
-            bounce_address=bounce or settings.from_address,
-            bounce_domain=(bounce or settings.from_address).rsplit("@", 1)[-1].lower(),
+            bounce_address=envelope,
+            bounce_domain=envelope.rsplit("@", 1)[-1].lower(),
             bounce_set=bool(bounce),
-            dkim_key=Path(key).expanduser() if key else None,
-            dkim_selector=_setting(settings, "dkim_selector"),
-            dkim_domain=(_setting(settings, "dkim_domain") or settings.sender_domain).lower(),
+            dkim_keys=tuple(keys),
+            dkim_domain=settings.dkim_signing_domain,
         )
-
-
-def _setting(settings: Settings, name: str) -> str:
-    """A setting that may not exist yet in this version, as text ("" when unset)."""
-    value = getattr(settings, name, None)
-    if value is None:
-        return ""
-    if hasattr(value, "get_secret_value"):
-        value = value.get_secret_value()
-    return str(value).strip()

@@ -2,7 +2,6 @@
 
     spf_problems("v=spf1 ip4:192.0.2.1 -all")    the syntax errors of an SPF record (RFC 7208)
     tags("v=DMARC1; p=none")                     a DKIM or DMARC tag list, as a dict
-    dkim_public_key(pem) / dkim_record(key)      the p= a configured private key needs
     same_key(record_p, key)                      whether a published p= is that key
     organisational_domain("mail.example.co.uk")  example.co.uk, by a rule of thumb
 
@@ -16,7 +15,6 @@ import binascii
 import ipaddress
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -152,37 +150,9 @@ def tags(record: str) -> dict[str, str]:
 PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
 
-def dkim_public_key(path: Path) -> PublicKey:
-    """The public half of the PEM private key at `path` (RSA or Ed25519); ValueError saying
-    what is wrong, OSError when it cannot be read."""
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
-        return key.public_key()
-    raise ValueError(
-        f"a {type(key).__name__.removesuffix('PrivateKey')} key; DKIM signs with RSA or Ed25519"
-    )
-
-
 def key_type(key: PublicKey) -> str:
     """The k= tag for the key: rsa, or ed25519 (RFC 8463)."""
     return "ed25519" if isinstance(key, ed25519.Ed25519PublicKey) else "rsa"
-
-
-def dkim_p(key: PublicKey) -> str:
-    """The p= value: an RSA key's SubjectPublicKeyInfo (as `openssl rsa -pubout` writes it),
-    an Ed25519 key's 32 raw bytes (RFC 8463 §4.2), in base64."""
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    else:
-        raw = key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    return base64.b64encode(raw).decode("ascii")
-
-
-def dkim_record(key: PublicKey) -> str:
-    """The whole TXT record to publish at <selector>._domainkey.<domain>."""
-    return f"v=DKIM1; k={key_type(key)}; p={dkim_p(key)}"
 
 
 def same_key(published: str, key: PublicKey) -> bool:
