@@ -277,3 +277,24 @@ def test_newsletter_bounces_reads_one_report_on_stdin(cli_env, smtp_server):
     )
     assert piped.returncode == 0, piped.stderr
     assert b"ann@example.com: recorded hard 5.1.1" in piped.stdout
+
+
+def test_retry_leaves_a_delivery_that_bounced_after_the_relay_took_it(engine, sent):
+    """`newsletter retry` is for what the relay refused; a message the relay accepted and the
+    recipient's server bounced later would only bounce again (and count again)."""
+    from newsletter.app import retry
+
+    settings, out = sent
+    sender, _, bounced_id = out["ann@example.com"]
+    _, _, refused_id = out["zoe@example.org"]
+    apply(engine, settings, BounceReport(BounceKind.HARD, ("ann@example.com",), sender, "5.1.1"),
+          "c" * 64)  # fmt: skip
+    with engine.begin() as conn:  # zoe's message: refused by the relay in the session
+        conn.execute(update(deliveries).where(deliveries.c.id == refused_id)
+                     .values(status="failed", last_reply="550 5.7.1 relay refused"))  # fmt: skip
+
+    requeued = retry(engine, DAY)
+
+    assert requeued.count == 1
+    assert delivery_status(engine, refused_id) == "queued"
+    assert delivery_status(engine, bounced_id) == "failed"

@@ -35,7 +35,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from newsletter.models import DeliveryStatus, SubscriberStatus
 from newsletter.store.engine import database_name, utcnow
 from newsletter.store.errors import translated
-from newsletter.store.schema import deliveries, subscribers, test_sends
+from newsletter.store.schema import bounce_events, deliveries, subscribers, test_sends
 from newsletter.store.subscribers import count_hard_bounce
 
 
@@ -269,13 +269,22 @@ def release_claims_of(engine: Engine, edition_id: int, claimer: str) -> int:
 
 def requeue_failed(engine: Engine, edition_id: int) -> int:
     """`newsletter retry`: failed rows get a fresh set of attempts (their history is kept in
-    last_reply until the next try overwrites it)."""
+    last_reply until the next try overwrites it).
+
+    Not the ones a later bounce report failed (`bounce_events`): the relay took those
+    messages and the recipient's server refused them, so sending again would only bounce
+    again; retry is for what the relay itself refused or never took.
+    """
+    bounced_later = select(bounce_events.c.delivery_id).where(
+        bounce_events.c.delivery_id.is_not(None)
+    )
     with engine.begin() as conn:
         result = conn.execute(
             update(deliveries)
             .where(
                 deliveries.c.edition_id == edition_id,
                 deliveries.c.status == DeliveryStatus.FAILED,
+                deliveries.c.id.not_in(bounced_later),
             )
             .values(
                 status=DeliveryStatus.QUEUED,
