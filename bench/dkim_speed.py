@@ -7,7 +7,7 @@ rendered once; then, for one core, in a loop over recipients: `compose_message`
 without a key, the same with RSA-2048 (`newsletter.dkim`, OpenSSL through
 `cryptography`), with RSA-2048 and Ed25519, and dkimpy's `dkim.sign` (pure-Python RSA)
 on the same unsigned bytes, if dkimpy is installed. `measure(settings, rendered)` is
-the function `make bench` can call for its DKIM on/off rows.
+what `make bench` runs (`micro`) beside its DKIM on/off sends.
 """
 
 from __future__ import annotations
@@ -80,10 +80,8 @@ def measure(settings: Settings, rendered: RenderedEdition, seconds: float = 3.0)
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="time per measure")
-    args = parser.parse_args()
+def micro(seconds: float) -> dict:
+    """`measure` on the benchmark's edition, rendered in a temporary folder."""
     with tempfile.TemporaryDirectory() as folder:
         write_day(Path(folder), DAY)
         settings = load_settings(
@@ -95,7 +93,14 @@ def main() -> None:
             max_articles=15,
         )
         fresh = render_fresh(settings, DAY)
-        results = measure(settings, fresh.rendered, args.seconds)
+        return measure(settings, fresh.rendered, seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="time per measure")
+    args = parser.parse_args()
+    results = micro(args.seconds)
     print(f"message size: {results.pop('message_bytes') / 1024:.1f} KB")
     for name, per_second in results.items():
         print(f"{name:40} {per_second:8.0f} messages/s")

@@ -29,6 +29,8 @@ class Plan:
     slow_per_connection: int  # messages per connection through the slow relay
     memory_capped: tuple[tuple[int, float], ...]  # (N, seconds): a full send if time allows
     profile_n: int
+    dkim: tuple[int, int, int] = (10_000, 20, 3)  # (N, CONCURRENCY, runs) signed
+    dkim_seconds: float = 3.0  # per micro-measure of bench/dkim_speed.py
     budget: float = 0.0  # seconds for the whole run; extras run while they fit (0: none)
 
 
@@ -53,6 +55,8 @@ QUICK = Plan(
     slow_per_connection=5,
     memory_capped=(),
     profile_n=200,
+    dkim=(300, 20, 1),
+    dkim_seconds=0.3,
 )
 
 
@@ -91,6 +95,7 @@ class OursRun:
     stopped_after: float | None = None
     relay: dict | None = None
     pipelining: bool = True
+    dkim: str = ""  # the DKIM keys it signed with: "" (none), "rsa", "rsa+ed25519"
 
     @property
     def rate(self) -> float:
@@ -156,6 +161,8 @@ class Results:
     hand: list[HandRun] = field(default_factory=list)
     slow: list[OursRun] = field(default_factory=list)
     capped: list[OursRun] = field(default_factory=list)
+    signed: list[OursRun] = field(default_factory=list)  # our send with DKIM keys
+    dkim_speed: dict = field(default_factory=dict)  # bench/dkim_speed.py's messages/s
     profile: dict | None = None
     profile_run: OursRun | None = None
     import_seconds: dict[int, float] = field(default_factory=dict)
@@ -180,7 +187,7 @@ def grouped(runs: list, key: Callable) -> dict:
 def load(path: Path) -> tuple[Results, Plan]:
     """Results saved by `save`, to render the report again (`--from-json`)."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    runs = {"ours": OursRun, "slow": OursRun, "capped": OursRun}
+    runs = {"ours": OursRun, "slow": OursRun, "capped": OursRun, "signed": OursRun}
     runs |= {"source": SourceRun, "hand": HandRun}
     for key, kind in runs.items():
         data[key] = [kind(**item) for item in data.get(key, [])]

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from bench import dkim_speed
 from bench.articles import write_day
 from bench.model import (
     DELAY,
@@ -286,6 +287,7 @@ def run_ours(
     pipelining: bool = True,
     stop_after: float | None = None,
     profile: Path | None = None,
+    dkim: str = "",
 ) -> OursRun:
     rundir = space.root / f"ours-{tag}-{n}-c{concurrency}-{time.monotonic_ns()}"
     rundir.mkdir()
@@ -314,7 +316,8 @@ def run_ours(
             process = subprocess.Popen(
                 command,
                 env=space.env(db, port, concurrency)
-                | {"NEWSLETTER_SMTP_PIPELINING": "true" if pipelining else "false"},
+                | {"NEWSLETTER_SMTP_PIPELINING": "true" if pipelining else "false"}
+                | dkim_env(dkim),
                 cwd=rundir,
                 stdout=out,
                 stderr=err,
@@ -367,7 +370,27 @@ def run_ours(
         stopped_after=stop_after,
         relay=relay_stats,
         pipelining=pipelining,
+        dkim=dkim,
     )
+
+
+DKIM_KEYS = ROOT / "tests" / "data" / "dkim"  # the test suite's fixed keys
+
+
+def dkim_env(keys: str) -> dict[str, str]:
+    """The settings that make `newsletter send` sign with `keys` ("", "rsa", "rsa+ed25519")."""
+    env: dict[str, str] = {}
+    if "rsa" in keys.split("+"):
+        env |= {
+            "NEWSLETTER_DKIM_PRIVATE_KEY": str(DKIM_KEYS / "rsa-2048.pem"),
+            "NEWSLETTER_DKIM_SELECTOR": "bench",
+        }
+    if "ed25519" in keys.split("+"):
+        env |= {
+            "NEWSLETTER_DKIM_ED25519_KEY": str(DKIM_KEYS / "ed25519.pem"),
+            "NEWSLETTER_DKIM_ED25519_SELECTOR": "benched",
+        }
+    return env
 
 
 # ── 2: smtp-source ────────────────────────────────────────────────────────────
@@ -622,6 +645,15 @@ def run_plan(plan: Plan, workdir: Path) -> Results:
                     space, n, c, f"slow{i}", relay=True, pipelining=p
                 ),
             )
+    n, c, runs = plan.dkim
+    for keys in ("rsa", "rsa+ed25519"):
+        results.signed += repeat(
+            runs,
+            f"our send {label(n)} C={c} DKIM {keys}",
+            lambda i, n=n, c=c, k=keys: run_ours(space, n, c, f"dkim{i}", dkim=k),
+        )
+    results.dkim_speed = dkim_speed.micro(plan.dkim_seconds)
+    log(f"DKIM micro-measure: {results.dkim_speed}")
     profile_path = workdir / "send.prof"
     results.profile_run = repeat(
         1,

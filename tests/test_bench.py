@@ -29,10 +29,11 @@ SECTIONS = (
     "## 4. Slow relay (+25 ms per reply)",
     "## 5. Memory growth",
     "## 6. Where the time goes",
+    "## 7. DKIM signing on and off",
     "## Method",
     "## What was reduced, and why",
 )
-MEASURED = SECTIONS[:8]  # each of these holds a table with at least one row of figures
+MEASURED = SECTIONS[:9]  # each of these holds a table with at least one row of figures
 
 
 def _tool(name: str) -> str | None:
@@ -77,4 +78,6 @@ def test_quick_benchmark_report_has_every_section(tmp_path: Path) -> None:
     assert "Every run's sent count matched the sink's count." in text
     figures = json.loads(raw.read_text(encoding="utf-8"))
     assert figures["ours"] and figures["source"] and figures["hand"] and figures["slow"]
+    assert {run["dkim"] for run in figures["signed"]} == {"rsa", "rsa+ed25519"}
+    assert "compose, dkim rsa-2048" in figures["dkim_speed"]
     assert all(run["sent"] == run["n"] for run in figures["ours"] + figures["slow"])
