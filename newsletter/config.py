@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     bounce_address: str = ""
     soft_bounce_limit: int = Field(5, ge=1)
     soft_bounce_window_days: int = Field(30, ge=1, le=3650)
+    # The password of `newsletter bounces --imap URL` when the URL has none, so it stays out
+    # of the command line (which every user of the machine can read in `ps`).
+    bounce_imap_password: SecretStr = SecretStr("")
     log_level: LogLevel = LogLevel.WARNING
     log_format: LogFormat = LogFormat.TEXT
     max_articles: int = Field(20, ge=1)

@@ -10,7 +10,7 @@ import asyncio
 import datetime as dt
 
 import pytest
-from dovecotserver import dovecot_server
+from dovecotserver import PASSWORD, dovecot_server
 from sqlalchemy import select
 
 from newsletter import subscribers as subscriber_ops
@@ -117,3 +117,87 @@ def test_an_unreachable_server_is_one_clear_error(engine, settings):
 
     with pytest.raises(MailboxError, match="cannot reach the IMAP server"):
         process_imap(engine, settings, f"imap://u:p@127.0.0.1:{free_port()}/INBOX")
+
+
+def _wait_for(path, text, *, count=1, seconds=60.0):
+    """Until `text` shows `count` times in the file `path` (a running command's output)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text(errors="replace").count(text) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} x{count} not in {path} after {seconds}s: {path.read_text()}")
+
+
+def test_every_keeps_polling_with_the_password_from_settings_and_stops_on_sigterm(
+    imap, cli_env, smtp_server, tmp_path
+):
+    import signal
+    import subprocess
+
+    env = dict(
+        cli_env,
+        NEWSLETTER_BOUNCE_ADDRESS="bounces@news.example.org",
+        NEWSLETTER_BOUNCE_IMAP_PASSWORD=PASSWORD,
+    )
+    cli = [*cli_env.command]
+    for email in ("ann@example.com", "bob@example.com"):
+        subprocess.run([*cli, "subscribers", "add", email], env=env, check=True, timeout=120)
+    subprocess.run([*cli, "send", "--date", DAY.isoformat()], env=env, check=True, timeout=120)
+    senders = {item.rcpt_tos[0]: item.mail_from for item in smtp_server.received}
+    url = imap.url("INBOX.every").replace(f":{PASSWORD}@", "@")  # the password: from settings
+    with imap.client() as client:
+        client.create("INBOX.every")
+        client.append("INBOX.every", None, None, dsn(senders["ann@example.com"],
+                      "ann@example.com", "<every-1@relay.test>"))  # fmt: skip
+    out, errors = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out.open("wb") as stdout, errors.open("wb") as stderr:
+        poller = subprocess.Popen(
+            [*cli, "bounces", "--imap", url, "--every", "1"],
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        try:
+            _wait_for(out, "ann@example.com: recorded hard 5.1.1")
+            with imap.client() as client:  # arrives while it waits: the next poll takes it
+                client.append("INBOX.every", None, None, dsn(senders["bob@example.com"],
+                              "bob@example.com", "<every-2@relay.test>"))  # fmt: skip
+            _wait_for(out, "bob@example.com: recorded hard 5.1.1")
+            poller.send_signal(signal.SIGTERM)
+            assert poller.wait(timeout=30) == 0, errors.read_text()
+        finally:
+            if poller.poll() is None:
+                poller.kill()
+                poller.wait()
+    assert out.read_text().rstrip().endswith("stopped")
+
+
+def test_every_goes_on_past_a_poll_that_fails(cli_env, tmp_path):
+    import signal
+    import subprocess
+
+    from newsletter.capture import free_port
+
+    out, errors = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out.open("wb") as stdout, errors.open("wb") as stderr:
+        poller = subprocess.Popen(
+            [*cli_env.command, "bounces", "--imap", f"imap://u:p@127.0.0.1:{free_port()}/INBOX",
+             "--every", "1"],
+            env=dict(cli_env),
+            stdout=stdout,
+            stderr=stderr,
+        )  # fmt: skip
+        try:
+            _wait_for(errors, "cannot reach the IMAP server", count=2)  # two polls, still up
+            assert poller.poll() is None
+            poller.send_signal(signal.SIGINT)
+            assert poller.wait(timeout=30) == 0
+        finally:
+            if poller.poll() is None:
+                poller.kill()
+                poller.wait()
+    lines = [line for line in errors.read_text().splitlines() if line.strip()]
+    assert all(line.startswith("error: imap 127.0.0.1:") for line in lines), lines

@@ -171,6 +171,8 @@ def process_imap(engine: Engine, settings: Settings, url: str) -> list[BounceRes
     Raises MailboxError when the server cannot be reached, refuses the login or a command.
     """
     target = imap_target(url)
+    if not target.password:
+        target = replace(target, password=settings.bounce_imap_password.get_secret_value())
     where = f"imap {target.host}:{target.port}/{target.mailbox}"
     try:
         client = _connect(target)
@@ -222,7 +224,7 @@ def _login(client: imaplib.IMAP4, target: ImapTarget, where: str) -> None:
         raise MailboxError(
             f"the IMAP server refused the login: {one_line(str(exc))}",
             where=where,
-            hint="check the user and password in --imap",
+            hint="check the user and password in --imap (or NEWSLETTER_BOUNCE_IMAP_PASSWORD)",
         ) from None
     # What the server offers once logged in (MOVE, UIDPLUS): imaplib keeps the greeting's.
     answer = _ok(client.capability())
