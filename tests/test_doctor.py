@@ -283,12 +283,22 @@ def test_a_relay_that_never_greets_is_bounded_by_smtp_timeout(settings):
 
 
 def test_a_served_site_answers_health_and_a_public_page(settings, engine):
+    settings = settings.model_copy(update={"metrics_token": SecretStr("m" * 32)})
     with serve(settings) as url:  # doctor asks BASE_URL: here, wherever the site listens
         found = only(settings.model_copy(update={"base_url": url}), "site")
     assert lines(found) == [
         (Severity.OK, f"site: {url}/healthz answers: database ok, scheduler stopped"),
         (Severity.OK, f"site: {url}/subscribe answers 200"),
     ]
+
+
+def test_metrics_anyone_can_read_is_a_warning(settings, engine):
+    with serve(settings) as url:  # no METRICS_TOKEN, no proxy in front
+        found = only(settings.model_copy(update={"base_url": url}), "site")
+    assert lines(found)[-1] == (
+        Severity.WARNING, f"{url}/metrics: answers anyone: the list's size and the sender's "
+        "bounce and complaint rates (set NEWSLETTER_METRICS_TOKEN (Prometheus sends it as a "
+        "bearer token), or deny /metrics in the proxy to all but the monitoring host)")  # fmt: skip
 
 
 def test_a_reserved_base_url_is_not_asked(settings):

@@ -7,7 +7,8 @@
                and its schema version                                       (local.py)
     relay      connect as configured, EHLO, what it offers, certificate, login
                (delivery/probe.py)
-    site       BASE_URL's /healthz and a public page, over the network     (network.py)
+    site       BASE_URL's /healthz and a public page, over the network, and that
+               /metrics does not answer strangers                         (network.py)
     dns        SPF of the From and bounce domains, the DKIM record at the selector
                against the configured key, DMARC and its alignment with From, MX
                for the bounce domain                                      (dns_*.py)

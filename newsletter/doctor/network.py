@@ -161,7 +161,28 @@ def check_site(settings: Settings) -> list[Finding]:
             )
         else:
             findings.append(Finding(Severity.OK, "site", f"{base}/subscribe answers 200"))
+        findings.extend(_metrics_exposure(client, base))
     return findings
+
+
+def _metrics_exposure(client: httpx.Client, base: str) -> list[Finding]:
+    """A warning when anyone can read /metrics at BASE_URL: the list's size, each edition's
+    bounce and complaint rates, the sending schedule. Only what a stranger gets counts:
+    a 401/403/404 (METRICS_TOKEN, or the proxy's rules) is fine."""
+    answer = _get(client, f"{base}/metrics")
+    if isinstance(answer, Finding) or answer.status_code != 200:
+        return []
+    if "newsletter_" not in answer.text:
+        return []
+    return [
+        Finding(
+            Severity.WARNING,
+            f"{base}/metrics",
+            "answers anyone: the list's size and the sender's bounce and complaint rates",
+            "set NEWSLETTER_METRICS_TOKEN (Prometheus sends it as a bearer token), or deny "
+            "/metrics in the proxy to all but the monitoring host",
+        )
+    ]
 
 
 def _get(client: httpx.Client, url: str) -> httpx.Response | Finding:
