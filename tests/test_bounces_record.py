@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import io
 import os
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import select, update
@@ -298,3 +299,28 @@ def test_retry_leaves_a_delivery_that_bounced_after_the_relay_took_it(engine, se
     assert requeued.count == 1
     assert delivery_status(engine, refused_id) == "queued"
     assert delivery_status(engine, bounced_id) == "failed"
+
+
+def test_a_proven_sender_naming_only_the_recipient_matches_their_latest_delivery(engine, sent):
+    """A provider's signed webhook often quotes neither our VERP address nor our Message-ID
+    (it relays under its own); it is believed about whom it mailed. Anyone else is not."""
+    settings, out = sent
+    settings = settings.model_copy(update={"bounce_address": ""})  # providers: no VERP back
+    _, _, delivery_id = out["ann@example.com"]
+    report = BounceReport(BounceKind.HARD, ("Ann@Example.com",), "", "5.1.1", "no such user",
+                          message_id="<0100018c-provider-own-id@email.amazonses.com>")  # fmt: skip
+
+    stranger = apply_report(engine, settings, None, report, fingerprint="e" * 64, source="test")
+    proven = apply_report(
+        engine, settings, None, report, fingerprint="f" * 64, source="ses", proven_sender=True
+    )
+
+    assert stranger.outcome is BounceOutcome.UNMATCHED
+    assert (proven.outcome, proven.delivery_id) == (BounceOutcome.RECORDED, delivery_id)
+    assert subscriber_row(engine, "ann@example.com").bounce_count == 1
+    # Nobody on the list: nothing to match, even for a proven sender.
+    nobody = replace(report, recipients=("nobody@example.net",))
+    result = apply_report(
+        engine, settings, None, nobody, fingerprint="0" * 64, source="ses", proven_sender=True
+    )
+    assert result.outcome is BounceOutcome.UNMATCHED

@@ -95,8 +95,15 @@ def apply_report(
     *,
     fingerprint: str,
     source: str,
+    proven_sender: bool = False,
 ) -> BounceResult:
-    """Match a report to its delivery and record it (see the module doc)."""
+    """Match a report to its delivery and record it (see the module doc).
+
+    `proven_sender`: the report's origin is proven (a provider's signed webhook), so when
+    neither a token nor our Message-ID names the delivery, the recipient it names does:
+    their latest delivery (providers put their own envelope sender and often their own
+    Message-ID on what they relay, so neither comes back to us).
+    """
     if report.kind in (BounceKind.DELAYED, BounceKind.AUTO_REPLY):
         return _report(BounceResult(BounceOutcome.IGNORED, report.kind, report.kind.value))
     if report.kind not in RECORDED_KINDS:
@@ -108,7 +115,7 @@ def apply_report(
             fingerprint,
             report.kind,
             source,
-            match_of(settings, verp, report),
+            match_of(settings, verp, report, proven_sender=proven_sender),
             recipient=one_line(report.recipients[0]) if report.recipients else "",
             status=one_line(report.status),
             diagnostic=one_line(report.diagnostic),
@@ -136,13 +143,26 @@ def apply_report(
 
 
 def match_of(
-    settings: Settings, verp: BounceAddresses | None, report: BounceReport
+    settings: Settings,
+    verp: BounceAddresses | None,
+    report: BounceReport,
+    *,
+    proven_sender: bool = False,
 ) -> DeliveryMatch | None:
     """The delivery the report names: by its VERP address when BOUNCE_ADDRESS is set; else
-    by the Message-ID it quotes, with the recipient it names (see DeliveryMatch)."""
+    by the Message-ID it quotes, with the recipient it names (see DeliveryMatch); from a
+    proven sender, failing those, the recipient's latest delivery."""
     if verp is not None:  # every real report comes to the token: only the signed one counts
         delivery_id = verp.delivery_of(report.sent_to) if report.sent_to else None
         return DeliveryMatch(delivery_id) if delivery_id is not None else None
+    quoted = _quoted_match(settings, report)
+    if quoted is None and proven_sender and report.recipients:
+        return DeliveryMatch.latest_to(report.recipients[0])
+    return quoted
+
+
+def _quoted_match(settings: Settings, report: BounceReport) -> DeliveryMatch | None:
+    """Our Message-ID, quoted by the report, with the recipient it names."""
     found = _MESSAGE_ID.fullmatch(report.message_id.strip())
     if found is None or found.group(4).lower() != settings.sender_domain.lower():
         return None

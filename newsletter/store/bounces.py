@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from newsletter.models import BounceKind, DeliveryStatus, SubscriberStatus
 from newsletter.store.engine import utcnow
 from newsletter.store.schema import bounce_events, deliveries, editions, subscribers
-from newsletter.store.subscribers import count_hard_bounce, insert_statement
+from newsletter.store.subscribers import count_hard_bounce, email_key, insert_statement
 
 RECORDED_KINDS = frozenset({BounceKind.HARD, BounceKind.SOFT, BounceKind.COMPLAINT})
 
@@ -47,6 +47,20 @@ class DeliveryMatch:
     edition_date: dt.date | None = None
     slot_prefix: str = ""
     recipient: str = ""
+    by_recipient: bool = False  # `latest_to`: no delivery id, the recipient's latest
+
+    @classmethod
+    def latest_to(cls, recipient: str) -> DeliveryMatch:
+        """The latest delivery to `recipient` among the RECIPIENT_MATCH_EDITIONS latest editions.
+
+        Only for a report whose sender is proven (a provider's signed webhook): it is
+        believed about whom it mailed, while a message at the bounce address is not.
+        """
+        return cls(0, recipient=recipient, by_recipient=True)
+
+
+#: How far back `DeliveryMatch.latest_to` looks (editions): a provider reports within days.
+RECIPIENT_MATCH_EDITIONS = 30
 
 
 @dataclass(frozen=True)
@@ -101,8 +115,9 @@ def record_bounce(engine: Engine, event: BounceEvent, limits: BounceLimits) -> R
                 received_at=now,
             )
             .on_conflict_do_nothing(index_elements=["fingerprint"])
-        ).rowcount
-        if not inserted:
+            .returning(bounce_events.c.id)  # psycopg's rowcount here is -1, not 0 or 1
+        ).first()
+        if inserted is None:
             return Recorded(False, delivery_id, email)
         if delivery_id is None or subscriber_id is None:
             return Recorded(True)
@@ -114,6 +129,8 @@ def _delivery(conn: Connection, match: DeliveryMatch | None) -> tuple[int, int, 
     """(delivery id, subscriber id, address) of the delivery `match` names, when it holds."""
     if match is None:
         return None
+    if match.by_recipient:
+        return _latest_delivery_to(conn, match.recipient)
     row = conn.execute(
         select(
             deliveries.c.id,
@@ -134,6 +151,27 @@ def _delivery(conn: Connection, match: DeliveryMatch | None) -> tuple[int, int, 
     ):
         return None
     return row.id, row.subscriber_id, row.email
+
+
+def _latest_delivery_to(conn: Connection, recipient: str) -> tuple[int, int, str] | None:
+    """The newest delivery handed to the relay for `recipient`, among recent editions
+    (the deliveries' (edition, subscriber) index answers it, one probe per edition)."""
+    recent = (
+        select(editions.c.id).order_by(editions.c.date.desc()).limit(RECIPIENT_MATCH_EDITIONS)
+    ).scalar_subquery()
+    row = conn.execute(
+        select(deliveries.c.id, deliveries.c.subscriber_id, deliveries.c.email)
+        .join(editions, editions.c.id == deliveries.c.edition_id)
+        .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+        .where(
+            subscribers.c.email_key == email_key(recipient),
+            deliveries.c.edition_id.in_(recent),
+            deliveries.c.status.in_((DeliveryStatus.SENT, DeliveryStatus.FAILED)),
+        )
+        .order_by(editions.c.date.desc(), deliveries.c.id.desc())
+        .limit(1)
+    ).first()
+    return (row.id, row.subscriber_id, row.email) if row is not None else None
 
 
 def _apply(
