@@ -14,6 +14,7 @@ migrated database and this model agree.
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -25,12 +26,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 # The schema revision these tables are: the migrations' head. Opening a database checks it
 # against this constant rather than loading the migration scripts (Alembic costs every
 # command a few hundred milliseconds to import); a test keeps the two equal.
-REVISION = "0004"
+REVISION = "0005"
 
 metadata = MetaData()
 
@@ -82,6 +84,13 @@ editions = Table(
     Column("warnings", Text),
     Column("skipped", Text),
     Column("source_stamp", String(64)),
+    # A send that paused itself (app/health.py: the hard-bounce rate of its first messages
+    # passed PAUSE_HARD_BOUNCE_RATE): when, and the one line saying why. The scheduler does
+    # not resume it; `newsletter send` (or the editor's send-now) does, clearing `paused_at`
+    # and stamping `resumed_at`: the operator decided, so this edition never pauses again.
+    Column("paused_at", DateTime()),
+    Column("paused_reason", Text),
+    Column("resumed_at", DateTime()),
 )
 
 deliveries = Table(
@@ -99,6 +108,9 @@ deliveries = Table(
     Column("next_attempt_at", DateTime()),
     Column("first_attempt_at", DateTime()),
     Column("updated_at", DateTime(), nullable=False),
+    # The relay refused the address in the session (a 5xx for the recipient): the hard
+    # bounce that counted toward BOUNCE_LIMIT, kept for the sender's health figures.
+    Column("hard_bounce", Boolean(), nullable=False, default=False, server_default=false()),
     UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
     Index("ix_deliveries_claim", "edition_id", "status", "id"),  # claims and counts
 )
@@ -177,4 +189,6 @@ bounce_events = Table(
     Column("received_at", DateTime(), nullable=False),
     Index("ix_bounce_events_subscriber", "subscriber_id", "kind", "received_at"),
     Index("ix_bounce_events_delivery", "delivery_id"),
+    # The health figures (store/health.py) read the reports received since an edition was built.
+    Index("ix_bounce_events_received", "received_at"),
 )
