@@ -180,6 +180,22 @@ def editions_since(engine: Engine, since: dt.date, *, recent: int) -> list[tuple
     return sorted({(row.id, row.date) for row in [*window, *newest]}, key=lambda r: r[1])[::-1]
 
 
+@dataclass(frozen=True)
+class HealthFigures:
+    since: dt.date  # the window: editions dated this day or later
+    window: Figures  # the sum over the editions in the window
+    editions: list[EditionFigures]  # the `recent` newest editions whose send started, newest first
+
+
+def health_figures(engine: Engine, since: dt.date, *, recent: int) -> HealthFigures:
+    """The window's figures and each recent edition's: two queries, whatever the count."""
+    chosen = editions_since(engine, since, recent=recent)
+    figures = edition_figures(engine, [edition_id for edition_id, _ in chosen])
+    window = sum((figures[i] for i, day in chosen if day >= since), Figures())
+    shown = [EditionFigures(i, day, figures[i]) for i, day in chosen[:recent]]
+    return HealthFigures(since, window, shown)
+
+
 # ── a paused send ─────────────────────────────────────────────────────────────
 
 

@@ -30,8 +30,7 @@ def upgrade() -> None:
         sa.Column("hard_bounce", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
     op.execute(
-        "UPDATE deliveries SET hard_bounce = TRUE "
-        "WHERE status = 'failed' AND last_reply LIKE '5%'"
+        "UPDATE deliveries SET hard_bounce = TRUE WHERE status = 'failed' AND last_reply LIKE '5%'"
     )
     op.create_index("ix_bounce_events_received", "bounce_events", ["received_at"], unique=False)
     op.add_column("editions", sa.Column("paused_at", sa.DateTime(), nullable=True))
