@@ -33,10 +33,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, and_, case, func, literal, select, union_all, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from newsletter.models import BounceKind, DeliveryStatus, EditionStatus
 from newsletter.store.engine import utcnow
-from newsletter.store.schema import bounce_events, deliveries, editions
+from newsletter.store.schema import bounce_events, deliveries, edition_pauses, editions
 
 
 @dataclass(frozen=True)
@@ -215,9 +217,9 @@ class Pause:
 def pause_of(engine: Engine, edition_id: int) -> Pause:
     with engine.connect() as conn:
         row = conn.execute(
-            select(editions.c.paused_at, editions.c.paused_reason, editions.c.resumed_at).where(
-                editions.c.id == edition_id
-            )
+            select(
+                edition_pauses.c.paused_at, edition_pauses.c.reason, edition_pauses.c.resumed_at
+            ).where(edition_pauses.c.edition_id == edition_id)
         ).first()
     return Pause(*row) if row is not None else Pause(None, None, None)
 
@@ -228,42 +230,37 @@ def pauses(engine: Engine, edition_ids: Collection[int]) -> dict[int, Pause]:
         return {}
     with engine.connect() as conn:
         rows = conn.execute(
-            select(
-                editions.c.id, editions.c.paused_at, editions.c.paused_reason, editions.c.resumed_at
-            ).where(editions.c.id.in_(list(edition_ids)), editions.c.paused_at.is_not(None))
+            select(edition_pauses).where(
+                edition_pauses.c.edition_id.in_(list(edition_ids)),
+                edition_pauses.c.paused_at.is_not(None),
+            )
         ).all()
-    return {row.id: Pause(row.paused_at, row.paused_reason, row.resumed_at) for row in rows}
+    return {row.edition_id: Pause(row.paused_at, row.reason, row.resumed_at) for row in rows}
 
 
 def pause_edition(engine: Engine, edition_id: int, reason: str) -> bool:
-    """Mark the edition paused, unless it is already or the operator resumed it; True if now."""
+    """Mark the edition paused, unless it is already or the operator resumed it (its row
+    exists either way); True if this call paused it."""
+    dialect_insert = postgresql_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        dialect_insert(edition_pauses)
+        .values(edition_id=edition_id, paused_at=utcnow(), reason=reason[:1000])
+        .on_conflict_do_nothing(index_elements=["edition_id"])
+        .returning(edition_pauses.c.edition_id)
+    )
     with engine.begin() as conn:
-        result = conn.execute(
-            update(editions)
-            .where(
-                editions.c.id == edition_id,
-                editions.c.paused_at.is_(None),
-                editions.c.resumed_at.is_(None),
-            )
-            .values(paused_at=utcnow(), paused_reason=reason[:1000])
-        )
-        return (result.rowcount or 0) > 0
+        return conn.execute(statement).first() is not None
 
 
 def resume_edition(engine: Engine, edition_id: int) -> str | None:
-    """Clear a pause (the operator's decision, kept in `resumed_at`); the reason it had,
-    or None when the edition was not paused."""
+    """Clear a pause for good (the operator's decision, kept in `resumed_at`); the reason
+    it had, or None when the edition was not paused."""
     with engine.begin() as conn:
-        reason = conn.execute(
-            select(editions.c.paused_reason).where(
-                editions.c.id == edition_id, editions.c.paused_at.is_not(None)
+        return conn.execute(
+            update(edition_pauses)
+            .where(
+                edition_pauses.c.edition_id == edition_id, edition_pauses.c.paused_at.is_not(None)
             )
-        ).scalar()
-        if reason is None:
-            return None
-        result = conn.execute(
-            update(editions)
-            .where(editions.c.id == edition_id, editions.c.paused_at.is_not(None))
             .values(paused_at=None, resumed_at=utcnow())
-        )
-        return reason if (result.rowcount or 0) > 0 else None
+            .returning(edition_pauses.c.reason)
+        ).scalar()

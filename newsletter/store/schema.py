@@ -84,13 +84,6 @@ editions = Table(
     Column("warnings", Text),
     Column("skipped", Text),
     Column("source_stamp", String(64)),
-    # A send that paused itself (app/health.py: the hard-bounce rate of its first messages
-    # passed PAUSE_HARD_BOUNCE_RATE): when, and the one line saying why. The scheduler does
-    # not resume it; `newsletter send` (or the editor's send-now) does, clearing `paused_at`
-    # and stamping `resumed_at`: the operator decided, so this edition never pauses again.
-    Column("paused_at", DateTime()),
-    Column("paused_reason", Text),
-    Column("resumed_at", DateTime()),
 )
 
 deliveries = Table(
@@ -113,6 +106,20 @@ deliveries = Table(
     Column("hard_bounce", Boolean(), nullable=False, default=False, server_default=false()),
     UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
     Index("ix_deliveries_claim", "edition_id", "status", "id"),  # claims and counts
+)
+
+# A send that paused itself (app/health.py: the hard-bounce rate of its first messages
+# passed PAUSE_HARD_BOUNCE_RATE): when, and the one line saying why. The scheduler does not
+# resume it; `newsletter send` (or the editor's send-now) does, clearing `paused_at` and
+# stamping `resumed_at`: the operator decided, and the row staying is what keeps the
+# edition from pausing again. A table of its own, so `editions` keeps its shape.
+edition_pauses = Table(
+    "edition_pauses",
+    metadata,
+    Column("edition_id", Integer, ForeignKey("editions.id"), primary_key=True),
+    Column("paused_at", DateTime()),
+    Column("reason", Text, nullable=False),
+    Column("resumed_at", DateTime()),
 )
 
 test_sends = Table(

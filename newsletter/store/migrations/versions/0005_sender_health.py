@@ -9,8 +9,8 @@ Revision 0005, after 0004.
   count: old figures may be a little high).
 * `ix_bounce_events_received`: the figures read the reports received since an edition
   was built.
-* `editions.paused_at`, `paused_reason`, `resumed_at`: a send paused by its hard-bounce
-  rate, and the operator's decision to resume it.
+* `edition_pauses`: a send paused by its hard-bounce rate (when, why), and the
+  operator's decision to resume it (`resumed_at`).
 """
 
 from __future__ import annotations
@@ -33,16 +33,19 @@ def upgrade() -> None:
         "UPDATE deliveries SET hard_bounce = TRUE WHERE status = 'failed' AND last_reply LIKE '5%'"
     )
     op.create_index("ix_bounce_events_received", "bounce_events", ["received_at"], unique=False)
-    op.add_column("editions", sa.Column("paused_at", sa.DateTime(), nullable=True))
-    op.add_column("editions", sa.Column("paused_reason", sa.Text(), nullable=True))
-    op.add_column("editions", sa.Column("resumed_at", sa.DateTime(), nullable=True))
+    op.create_table(
+        "edition_pauses",
+        sa.Column("edition_id", sa.Integer(), nullable=False),
+        sa.Column("paused_at", sa.DateTime(), nullable=True),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("resumed_at", sa.DateTime(), nullable=True),
+        sa.ForeignKeyConstraint(["edition_id"], ["editions.id"]),
+        sa.PrimaryKeyConstraint("edition_id"),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("editions") as batch:
-        batch.drop_column("resumed_at")
-        batch.drop_column("paused_reason")
-        batch.drop_column("paused_at")
+    op.drop_table("edition_pauses")
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_column("hard_bounce")
     op.drop_index("ix_bounce_events_received", table_name="bounce_events")
