@@ -78,8 +78,9 @@ def _over_limit(window: Figures, settings: Settings) -> ComplaintRate | None:
 class PauseGuard:
     """The send loop's health check for one edition (`delivery.HealthGuard`).
 
-    `check` costs one indexed query (the edition's figures), so the loop asks it only
-    after every `every` results (a tenth of PAUSE_AFTER, at most 100) or CHECK_SECONDS,
+    `check` costs one indexed query over the edition's rows (the figures), so the loop
+    asks it only after every `every` results (a tenth of PAUSE_AFTER, at most 100, or a
+    tenth of the messages so far when that is more) or CHECK_SECONDS,
     in its group commit, before the workers take their next message. It returns the
     pause's reason when the send must pause: the rate is over, or another process of
     the same send (`--workers N`) paused it already. Once the operator resumed the
@@ -91,7 +92,8 @@ class PauseGuard:
         self.edition_id = edition_id
         self.limit = settings.pause_hard_bounce_rate
         self.after = settings.pause_after
-        self.every = max(1, min(100, settings.pause_after // 10))
+        self.base = max(1, min(100, settings.pause_after // 10))
+        self.every = self.base
         self.seconds = CHECK_SECONDS
         self.off = self.limit >= 1
 
@@ -112,6 +114,9 @@ class PauseGuard:
             self.off = True  # the operator decided: this edition goes out
             return None
         figures = health_store.edition_figures(self.engine, [self.edition_id])[self.edition_id]
+        # The query reads the edition's rows: asked every tenth of the messages so far, its
+        # cost per message stays the same however large the edition grows.
+        self.every = max(self.base, figures.messages // 10)
         if figures.messages < self.after or figures.hard_rate <= self.limit:
             return None
         reason = (

@@ -32,7 +32,7 @@ import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, case, func, literal, select, union_all, update
+from sqlalchemy import Engine, Select, and_, case, func, literal, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -87,6 +87,15 @@ def edition_figures(engine: Engine, edition_ids: Collection[int]) -> dict[int, F
     ids = sorted(set(edition_ids))
     if not ids:
         return {}
+    found = dict.fromkeys(ids, Figures())
+    with engine.connect() as conn:
+        for eid, messages, hard, soft, complaints in conn.execute(figures_query(ids)):
+            found[eid] = Figures(int(messages), int(hard), int(soft), int(complaints))
+    return found
+
+
+def figures_query(ids: list[int]) -> Select:
+    """The one statement of `edition_figures` (kept apart to read its plan)."""
     chosen = deliveries.c.edition_id.in_(ids)
     sent = (
         select(
@@ -154,11 +163,7 @@ def edition_figures(engine: Engine, edition_ids: Collection[int]) -> dict[int, F
         func.sum(parts.c.soft),
         func.sum(parts.c.complaints),
     ).group_by(parts.c.eid)
-    found = dict.fromkeys(ids, Figures())
-    with engine.connect() as conn:
-        for eid, messages, hard, soft, complaints in conn.execute(total):
-            found[eid] = Figures(int(messages), int(hard), int(soft), int(complaints))
-    return found
+    return total
 
 
 def _is(condition):  # noqa: ANN001, ANN202 (SQL expressions)
