@@ -143,7 +143,7 @@ def test_metrics_show_the_rates_of_thirty_days_and_of_the_latest_edition(engine,
     assert len(rates) == 6  # two windows, three kinds: no label per date
 
 
-def test_status_shows_the_rates_and_the_schedulers_refusal(cli_env, settings):
+def test_status_shows_the_rates_and_the_refusal_and_a_manual_send_warns(cli_env, settings):
     url = cli_env["NEWSLETTER_DATABASE_URL"]
     cli_env.run("init")
     engine = open_engine(url)
@@ -159,6 +159,12 @@ def test_status_shows_the_rates_and_the_schedulers_refusal(cli_env, settings):
     assert "NEWSLETTER_MAX_COMPLAINT_RATE (0.10%)" in shown
     relaxed = Cli(cli_env, NEWSLETTER_MAX_COMPLAINT_RATE="0.2").run("status").stdout
     assert "the scheduler starts no new edition" not in relaxed
+
+    sent = cli_env.run("send", "--date", SAMPLE_DAY.isoformat())  # an operator's send goes out
+
+    assert "the 30-day complaint rate is 12.50% (1 of 8 messages)" in sent.stderr
+    assert "the scheduler would not start this edition; sending it as asked" in sent.stderr
+    assert "sent 10," in sent.stdout  # a to k but c, whose complaint unsubscribed them
 
 
 @pytest.fixture
