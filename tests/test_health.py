@@ -145,7 +145,6 @@ def test_metrics_show_the_rates_of_thirty_days_and_of_the_latest_edition(engine,
 
 def test_status_shows_the_rates_and_the_refusal_and_a_manual_send_warns(cli_env, settings):
     url = cli_env["NEWSLETTER_DATABASE_URL"]
-    cli_env.run("init")
     engine = open_engine(url)
     fill_one_edition(engine, settings.model_copy(update={"database_url": url}))
     engine.dispose()

@@ -46,7 +46,6 @@ def test_a_send_whose_first_messages_hard_bounce_pauses_and_send_resumes_it(cli_
             NEWSLETTER_PAUSE_AFTER="20",
             NEWSLETTER_CONCURRENCY="2",
         )
-        env.run("init")
         engine = open_engine(env["NEWSLETTER_DATABASE_URL"])
         for email in emails:
             subscriber_ops.add_subscriber(engine, email)
