@@ -130,15 +130,6 @@ class Settings(BaseSettings):
     bounce_address: str = ""
     soft_bounce_limit: int = Field(5, ge=1)
     soft_bounce_window_days: int = Field(30, ge=1, le=3650)
-
-    # A sender's health (store/health.py, app/health.py). A send pauses itself (the rest
-    # stays queued; `newsletter send` resumes) when, once PAUSE_AFTER of an edition's
-    # messages have a final answer, more than PAUSE_HARD_BOUNCE_RATE of them hard-bounced.
-    # The scheduler starts no new edition while the 30-day complaint rate is above
-    # MAX_COMPLAINT_RATE. A rate of 1 turns its check off.
-    pause_hard_bounce_rate: float = Field(0.05, ge=0, le=1)
-    pause_after: int = Field(1000, ge=1)
-    max_complaint_rate: float = Field(0.001, ge=0, le=1)
     log_level: LogLevel = LogLevel.WARNING
     log_format: LogFormat = LogFormat.TEXT
     max_articles: int = Field(20, ge=1)
@@ -182,6 +173,15 @@ class Settings(BaseSettings):
     # that goes unanswered is a warning naming the resolver, and the rest are not asked.
     dns_resolver: str = ""
     dns_timeout: float = Field(5.0, gt=0, le=60)
+
+    # A sender's health (store/health.py, app/health.py). A send pauses itself (the rest
+    # stays queued; `newsletter send` resumes) when, once PAUSE_AFTER of an edition's
+    # messages have a final answer, more than PAUSE_HARD_BOUNCE_RATE of them hard-bounced.
+    # The scheduler starts no new edition while the 30-day complaint rate is above
+    # MAX_COMPLAINT_RATE. A rate of 1 turns its check off.
+    pause_hard_bounce_rate: float = Field(0.05, ge=0, le=1)
+    pause_after: int = Field(1000, ge=1)
+    max_complaint_rate: float = Field(0.001, ge=0, le=1)
 
     @field_validator("log_level", mode="before")
     @classmethod
