@@ -177,6 +177,15 @@ class Settings(BaseSettings):
     dns_resolver: str = ""
     dns_timeout: float = Field(5.0, gt=0, le=60)
 
+    # A sender's health (store/health.py, app/health.py). A send pauses itself (the rest
+    # stays queued; `newsletter send` resumes) when, once PAUSE_AFTER of an edition's
+    # messages have a final answer, more than PAUSE_HARD_BOUNCE_RATE of them hard-bounced.
+    # The scheduler starts no new edition while the 30-day complaint rate is above
+    # MAX_COMPLAINT_RATE. A rate of 1 turns its check off.
+    pause_hard_bounce_rate: float = Field(0.05, ge=0, le=1)
+    pause_after: int = Field(1000, ge=1)
+    max_complaint_rate: float = Field(0.001, ge=0, le=1)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _log_level(cls, value: object) -> object:

@@ -14,6 +14,9 @@ format asks (backslash, double quote, newline).
     newsletter_latest_edition_timestamp_seconds   that edition's date (midnight, TIMEZONE)
     newsletter_last_send_completed_timestamp_seconds  when the newest sent edition finished
     newsletter_last_send_duration_seconds         its first attempt to its last recorded result
+    newsletter_sender_messages{window}            messages with a final answer (store/health.py)
+    newsletter_sender_rate{kind,window}           hard/soft bounce and complaint rates, 0..1,
+                                                  window="30d" or "latest_edition"
 
 Counts are gauges, not counters: a delivery row moves between statuses, so
 each status's count goes up and down.
@@ -84,7 +87,38 @@ def render_metrics(
             "Newest fully sent edition: first delivery attempt to last recorded result.",
             [({}, last.duration)],
         )
+    if snapshot.health is not None:
+        _health(out, snapshot)
     return "\n".join(out) + "\n"
+
+
+def _health(out: list[str], snapshot: Snapshot) -> None:
+    """Two windows only (30 days and the newest edition): no label per date."""
+    health = snapshot.health
+    assert health is not None
+    windows = [("30d", health.window)]
+    if health.editions:
+        windows.append(("latest_edition", health.editions[0].figures))
+    _family(
+        out,
+        "sender_messages",
+        "Messages with a final answer from the relay (the rates' denominator), by window.",
+        [({"window": name}, figures.messages) for name, figures in windows],
+    )
+    _family(
+        out,
+        "sender_rate",
+        "Share of those messages that hard-bounced, soft-bounced or drew a complaint.",
+        [
+            ({"kind": kind, "window": name}, rate)
+            for name, figures in windows
+            for kind, rate in (
+                ("hard", figures.hard_rate),
+                ("soft", figures.soft_rate),
+                ("complaint", figures.complaint_rate),
+            )
+        ],
+    )
 
 
 def _by_status(out: list[str], name: str, help_: str, counts: Mapping[object, int]) -> None:

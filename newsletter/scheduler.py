@@ -32,9 +32,12 @@ from newsletter.app import (
     AlreadySent,
     Held,
     NoArticles,
+    Paused,
     PublishOutcome,
     Sent,
+    StartedBy,
     Stopped,
+    TooManyComplaints,
     publish,
     run_stoppable,
 )
@@ -115,11 +118,18 @@ def _current() -> _Running:
 
 
 def scheduled_send() -> str:
-    """The job: publish today's edition to everyone who has not had it; one line says how."""
+    """The job: publish today's edition to everyone who has not had it; one line says how.
+
+    It resumes no paused send and starts no edition while the 30-day complaint rate is
+    above MAX_COMPLAINT_RATE (`StartedBy.SCHEDULE`); the line says so.
+    """
     run = _current()
     settings = run.settings
     date = settings.today()
-    outcome = run_stoppable(lambda stop: publish(run.engine, settings, date, stop=stop), _stop)
+    outcome = run_stoppable(
+        lambda stop: publish(run.engine, settings, date, stop=stop, started_by=StartedBy.SCHEDULE),
+        _stop,
+    )
     message = describe(date, outcome)
     log.warning(message)
     if isinstance(outcome, NoArticles) and settings.fail_on_empty:
@@ -136,6 +146,17 @@ def describe(date: dt.date, outcome: PublishOutcome) -> str:
             return f"edition {date} is on hold: not sent"
         case AlreadySent():
             return f"edition {date} was already sent to every active subscriber"
+        case TooManyComplaints(complaints=complaints):
+            return (
+                f"edition {date} not started: {complaints.describe()}; it stays built, the "
+                "next run tries again (`newsletter send` sends it anyway)"
+            )
+        case Paused(reason=reason, summary=summary):
+            return (
+                f"edition {date} is paused: {reason}; sent {summary.sent}, still queued "
+                f"{summary.remaining}; the scheduler does not resume it: "
+                f"`newsletter send --date {date}` does"
+            )
         case Sent(summary=summary) | Stopped(summary=summary):
             line = (
                 f"edition {date}: sent {summary.sent}, failed {summary.failed}, "

@@ -8,6 +8,7 @@
     control.py   hold, unhold, retry
     preview.py   preview (a recipient's exact bytes, warnings, notes), send_test
     overview.py  plan (the dry run), the dashboard, one edition's state, status
+    health.py    bounce and complaint rates, the complaint block, the send's pause guard
     outcomes.py  every outcome above, as frozen values
 
 `newsletter` (cli/), the scheduler and the editor's pages call these and only
@@ -26,14 +27,25 @@ from newsletter.app.build import (
     source_dates,
 )
 from newsletter.app.control import hold, retry, unhold
+from newsletter.app.health import (
+    RECENT_EDITIONS,
+    WINDOW_DAYS,
+    PauseGuard,
+    SenderHealth,
+    complaint_block,
+    sender_health,
+)
 from newsletter.app.outcomes import (
     AlreadySent,
     Built,
     Changed,
+    ComplaintRate,
+    DeliverOutcome,
     Held,
     HoldOutcome,
     InvalidAddress,
     NoArticles,
+    Paused,
     Planned,
     Prepared,
     PublishOutcome,
@@ -47,6 +59,7 @@ from newsletter.app.outcomes import (
     Sent,
     Stopped,
     TestSent,
+    TooManyComplaints,
     Unchanged,
 )
 from newsletter.app.overview import (
@@ -64,6 +77,7 @@ from newsletter.app.overview import (
 )
 from newsletter.app.preview import SAMPLE_RECIPIENT, Preview, message_parts, preview, send_test
 from newsletter.app.publish import (
+    StartedBy,
     check_sending,
     deliver,
     prepare_send,
@@ -76,13 +90,17 @@ from newsletter.app.publish import (
 
 __all__ = [
     "DASHBOARD_DAYS",
+    "RECENT_EDITIONS",
     "SAMPLE_RECIPIENT",
     "UNSENT",
+    "WINDOW_DAYS",
     "AlreadySent",
     "Built",
     "Changed",
+    "ComplaintRate",
     "Dashboard",
     "DayRow",
+    "DeliverOutcome",
     "EditionReport",
     "EditionState",
     "Fresh",
@@ -90,6 +108,8 @@ __all__ = [
     "HoldOutcome",
     "InvalidAddress",
     "NoArticles",
+    "Paused",
+    "PauseGuard",
     "Planned",
     "Prepared",
     "Preview",
@@ -101,12 +121,16 @@ __all__ = [
     "Refused",
     "Requeued",
     "SendStart",
+    "SenderHealth",
     "Sent",
+    "StartedBy",
     "Stopped",
     "TestSent",
+    "TooManyComplaints",
     "Unchanged",
     "active_subscribers",
     "check_sending",
+    "complaint_block",
     "dashboard",
     "day_articles",
     "deliver",
@@ -127,6 +151,7 @@ __all__ = [
     "run_stoppable",
     "send_edition",
     "send_test",
+    "sender_health",
     "source_dates",
     "start_send",
     "unhold",

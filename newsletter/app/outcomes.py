@@ -13,7 +13,7 @@ unreachable relay raise a `NewsletterError` (where, what, how to fix).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from newsletter.delivery import SendResult, SendSummary
@@ -91,6 +91,8 @@ class Ready:
     queued_now: int  # rows added by this call (new subscribers since the last run)
     to_send: int  # rows queued or claimed: what the senders have left to do
     built_now: bool = False  # this call built and stored the edition (its skipped files are new)
+    resumed: str | None = None  # the reason of the pause this (manual) send resumes past
+    complaints: ComplaintRate | None = None  # a manual send despite the complaint rate: warn
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,51 @@ class Stopped:
     stored: StoredEdition
     summary: SendSummary
     helpers_failed: bool = False
+
+
+@dataclass(frozen=True)
+class Paused:
+    """The send paused itself: the edition's hard-bounce rate passed PAUSE_HARD_BOUNCE_RATE.
+
+    Everything unsent is still queued; the scheduler leaves the edition alone and a
+    manual `newsletter send` (or the editor's send-now) resumes it. From `deliver`, the
+    send that paused (`summary` says how far it got); from `start_send` for the
+    scheduler, an edition paused earlier (`summary` all zero).
+    """
+
+    stored: StoredEdition
+    reason: str
+    summary: SendSummary = field(default_factory=SendSummary)
+    helpers_failed: bool = False
+
+
+@dataclass(frozen=True)
+class ComplaintRate:
+    """The complaint rate of the last `days` days' editions, above MAX_COMPLAINT_RATE."""
+
+    rate: float
+    limit: float
+    complaints: int
+    messages: int
+    days: int
+
+    def describe(self) -> str:
+        return (
+            f"the {self.days}-day complaint rate is {self.rate:.2%} ({self.complaints} of "
+            f"{self.messages} messages), above NEWSLETTER_MAX_COMPLAINT_RATE ({self.limit:.2%})"
+        )
+
+
+@dataclass(frozen=True)
+class TooManyComplaints:
+    """The scheduler did not start this edition: the complaint rate is too high.
+
+    The edition stays built (unsent); the next scheduled run tries again, and a manual
+    `newsletter send` still sends it (with a warning).
+    """
+
+    stored: StoredEdition
+    complaints: ComplaintRate
 
 
 # ── editors' controls and checks ──────────────────────────────────────────────
@@ -174,7 +221,8 @@ class TestSent:
     result: SendResult
 
 
-PublishOutcome = NoArticles | Held | AlreadySent | Sent | Stopped
-SendStart = Ready | Held | AlreadySent
+PublishOutcome = NoArticles | Held | AlreadySent | Sent | Stopped | Paused | TooManyComplaints
+SendStart = Ready | Held | AlreadySent | Paused
+DeliverOutcome = Sent | Stopped | Paused
 RebuildOutcome = NoArticles | Built | Rebuilt | Refused
 HoldOutcome = NoArticles | Changed | Unchanged | Refused

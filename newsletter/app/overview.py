@@ -21,10 +21,12 @@ from newsletter.models import DeliveryStatus, SubscriberStatus
 from newsletter.store import deliveries as delivery_store
 from newsletter.store import editions as edition_store
 from newsletter.store import editor as editor_store
+from newsletter.store import health as health_store
 from newsletter.store import subscribers as subscriber_store
 from newsletter.store.deliveries import FailedDelivery
 from newsletter.store.editions import StoredEdition
 from newsletter.store.editor import EditionSummary, EditorTestSend
+from newsletter.store.health import Figures, Pause
 
 DASHBOARD_DAYS = 30
 
@@ -142,17 +144,30 @@ def edition_state(engine: Engine, date: dt.date) -> EditionState:
 
 @dataclass(frozen=True)
 class EditionReport:
-    """`newsletter status`: an edition, its deliveries by status and its failed recipients."""
+    """`newsletter status`: an edition, its deliveries by status and its failed recipients,
+    its bounce and complaint figures, and its pause if its send paused itself."""
 
     stored: StoredEdition
     counts: dict[DeliveryStatus, int]
     failed: list[FailedDelivery]
+    figures: Figures = Figures()
+    pause: Pause | None = None
 
 
 def recent_editions(engine: Engine, limit: int = 10) -> list[EditionReport]:
+    stored = [edition for edition, _ in edition_store.list_editions(engine, limit=limit)]
+    ids = [edition.id for edition in stored]
+    figures = health_store.edition_figures(engine, ids)
+    paused = health_store.pauses(engine, ids)
     return [
-        EditionReport(stored, delivery_store.count_by_status(engine, stored.id), [])
-        for stored, _ in edition_store.list_editions(engine, limit=limit)
+        EditionReport(
+            edition,
+            delivery_store.count_by_status(engine, edition.id),
+            [],
+            figures[edition.id],
+            paused.get(edition.id),
+        )
+        for edition in stored
     ]
 
 
@@ -160,8 +175,11 @@ def edition_report(engine: Engine, date: dt.date) -> EditionReport | None:
     stored = edition_store.get_edition(engine, date)
     if stored is None:
         return None
+    pause = health_store.pause_of(engine, stored.id)
     return EditionReport(
         stored,
         delivery_store.count_by_status(engine, stored.id),
         delivery_store.failed_deliveries(engine, stored.id),
+        health_store.edition_figures(engine, [stored.id])[stored.id],
+        pause if pause.paused else None,
     )

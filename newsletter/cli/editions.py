@@ -98,12 +98,18 @@ def status(
 ) -> None:
     """Show editions with their deliveries counted by status, and failed recipients.
 
+    Each edition's hard-bounce, soft-bounce and complaint rates (of the messages the
+    relay answered) are columns; the last 30 days' follow the table, with any paused
+    send and the scheduler's refusal while the complaint rate is too high.
+
     Example: newsletter status --date 2026-11-25
     """
     settings = settings_of(ctx)
     engine = engine_of(settings)
     if date is None:
-        _status_table(core.recent_editions(engine, limit=10))
+        reports = core.recent_editions(engine, limit=10)
+        _status_table(reports)
+        _health_lines(core.sender_health(engine, settings), reports)
         return
     day_date = parse_date(date, settings)
     report = core.edition_report(engine, day_date)
@@ -113,6 +119,7 @@ def status(
     stored = report.stored
     console.print(f"edition {day_date}: {stored.status.value} — {stored.rendered.subject}")
     _status_table([report])
+    _health_lines(core.sender_health(engine, settings), [report])
     if report.failed:
         table = Table("failed recipient", "attempts", "last reply", "at (UTC)")
         for item in report.failed:
@@ -127,15 +134,61 @@ def _status_table(reports: list[core.EditionReport]) -> None:
     if not reports:
         console.print("no editions yet")
         return
-    table = Table("edition", "status", *(s.value for s in DeliveryStatus), "total")
+    table = Table(
+        "edition",
+        "status",
+        *(s.value for s in DeliveryStatus),
+        "total",
+        "hard",
+        "soft",
+        "complaints",
+    )
     for report in reports:
+        figures = report.figures
         table.add_row(
             report.stored.rendered.date.isoformat(),
-            report.stored.status.value,
+            "paused" if report.pause else report.stored.status.value,
             *(str(report.counts[s]) for s in DeliveryStatus),
             str(sum(report.counts.values())),
+            *(
+                _percent(rate, figures.messages)
+                for rate in (figures.hard_rate, figures.soft_rate, figures.complaint_rate)
+            ),
         )
     console.print(table)
+
+
+def _percent(rate: float, messages: int) -> str:
+    return f"{rate:.2%}" if messages else "-"
+
+
+def _health_lines(health: core.SenderHealth, reports: list[core.EditionReport]) -> None:
+    """The 30-day figures, each paused send and the scheduler's refusal, a line each."""
+    window = health.figures.window
+    console.print(
+        f"last {core.WINDOW_DAYS} days (editions since {health.figures.since}): "
+        f"{window.messages} messages; hard bounces {window.hard} "
+        f"({_percent(window.hard_rate, window.messages)}), soft bounces {window.soft} "
+        f"({_percent(window.soft_rate, window.messages)}), complaints {window.complaints} "
+        f"({_percent(window.complaint_rate, window.messages)})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for report in reports:
+        if report.pause is not None:
+            day = report.stored.rendered.date
+            console.print(
+                f"[red]paused[/] edition {day}: {escape(report.pause.reason or '')}; "
+                f"`newsletter send --date {day}` resumes it",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if health.complaints is not None:
+        console.print(
+            f"[red]the scheduler starts no new edition:[/] {health.complaints.describe()}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def retry(ctx: typer.Context, date: DateOption = None) -> None:

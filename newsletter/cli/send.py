@@ -54,8 +54,10 @@ def send(
 
     Running it again sends nothing twice; new subscribers get the same edition.
     SIGTERM or Ctrl-C stops it cleanly (what was sent is recorded; the rest stays
-    queued). Exit code 0 when the send ran (failed recipients are listed), 1 on an
-    error that stopped it.
+    queued). A send that paused itself (its hard-bounce rate passed
+    NEWSLETTER_PAUSE_HARD_BOUNCE_RATE) is resumed by running this again. Exit code 0
+    when the send ran (failed recipients are listed), 1 on an error that stopped it,
+    3 when it paused.
 
     Example: newsletter send --date 2026-11-25 --dry-run
     """
@@ -76,7 +78,8 @@ def send(
     warnings = core.check_sending(engine, settings)  # refuses placeholders in earnest
     if not worker:
         print_warnings(warnings)
-    start = core.prepare_send(engine, settings, day_date)
+    started_by = core.StartedBy.HELPER if worker else core.StartedBy.OPERATOR
+    start = core.prepare_send(engine, settings, day_date, started_by=started_by)
     if worker:  # one of `--workers N`: the parent shows progress and the summary
         if isinstance(start, core.Ready):
             asyncio.run(_deliver_quietly(engine, settings, start))
@@ -93,10 +96,38 @@ def send(
             console.print(f"the edition of {day_date} is on hold (an editor skipped it): not sent")
         case core.AlreadySent():
             print_summary(start.summary)
+        case core.Paused() | core.TooManyComplaints():  # the scheduler's outcomes, not ours
+            console.print(f"the edition of {day_date} was not sent: {_why(start)}")
+            raise typer.Exit(3)
         case core.Ready():
+            _warn_health(start)
             _report(send_with_progress(engine, settings, start, workers=workers), day_date)
         case _:
             assert_never(start)
+
+
+def _why(outcome: core.Paused | core.TooManyComplaints) -> str:
+    if isinstance(outcome, core.Paused):
+        return f"paused: {outcome.reason}"
+    return outcome.complaints.describe()
+
+
+def _warn_health(ready: core.Ready) -> None:
+    """An operator's send past the health checks says so, once, before it starts."""
+    if ready.resumed:
+        err.print(
+            f"[yellow]resuming past a paused send[/] ({ready.resumed}): it will not pause "
+            "again for this edition",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if ready.complaints:
+        err.print(
+            f"[yellow]warning:[/] {ready.complaints.describe()}: the scheduler would not "
+            "start this edition; sending it as asked",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def print_warnings(findings: tuple[Finding, ...]) -> None:
@@ -165,7 +196,7 @@ async def _deliver_quietly(engine: Engine, settings: Settings, ready: core.Ready
 
 def send_with_progress(
     engine: Engine, settings: Settings, ready: core.Ready, *, workers: int = 1
-) -> core.Sent | core.Stopped:
+) -> core.DeliverOutcome:
     """The send with a progress bar; SIGTERM or Ctrl-C is its stop. With helper processes
     the bar counts what all of them did (the application layer reads it from the record)."""
     progress = Progress(
@@ -184,7 +215,7 @@ def send_with_progress(
         elapsed = max(time.monotonic() - started, 1e-6)
         progress.update(task, completed=done, rate=f"{done / elapsed:.0f} msg/s")
 
-    async def run() -> core.Sent | core.Stopped:
+    async def run() -> core.DeliverOutcome:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -197,11 +228,20 @@ def send_with_progress(
     return asyncio.run(run())
 
 
-def _report(outcome: core.Sent | core.Stopped, day_date: dt.date) -> None:
+def _report(outcome: core.DeliverOutcome, day_date: dt.date) -> None:
     summary = outcome.summary
     print_summary(summary)
     if outcome.helpers_failed:
         err.print("[red]a worker process failed; see its error above[/]")
+    if isinstance(outcome, core.Paused):
+        console.print(
+            f"paused: {outcome.reason}; {summary.remaining} still queued. Check the list "
+            f"(`newsletter status --date {day_date}`), then `newsletter send --date "
+            f"{day_date}` resumes the edition",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(3)
     if isinstance(outcome, core.Stopped):
         console.print(
             f"stopped by a signal: {summary.remaining} still queued; "

@@ -13,7 +13,7 @@ send.py        `run_send`: the loop over the SQL ledger and SMTP
 """
 
 from newsletter.delivery.loop import ProgressCallback, SendLoop, SendSummary
-from newsletter.delivery.protocols import Ledger, Mailer, MailerFactory
+from newsletter.delivery.protocols import HealthGuard, Ledger, Mailer, MailerFactory
 from newsletter.delivery.retry import (
     SYSTEM_CLOCK,
     Clock,
@@ -36,6 +36,7 @@ from newsletter.models import Outcome
 __all__ = [
     "SYSTEM_CLOCK",
     "Clock",
+    "HealthGuard",
     "Ledger",
     "Mailer",
     "MailerFactory",

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from newsletter.bounces.verp import bounce_addresses
 from newsletter.compose import compose_message, delivery_message_id
 from newsletter.config import Settings
-from newsletter.delivery.protocols import Ledger, Mailer, MailerFactory
+from newsletter.delivery.protocols import HealthGuard, Ledger, Mailer, MailerFactory
 from newsletter.delivery.recorder import GroupCommit
 from newsletter.delivery.retry import (
     SYSTEM_CLOCK,
@@ -97,6 +97,7 @@ class SendSummary:
     remaining: int = 0  # rows still queued or claimed when the run ended
     stopped: bool = False  # ended early by a signal; the next run finishes the edition
     held: bool = False  # an editor put the edition on hold: nothing was sent
+    paused: str | None = None  # why the send paused itself (its hard-bounce rate); rest queued
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -130,6 +131,7 @@ class SendLoop:
         on_result: ProgressCallback | None = None,
         clock: Clock = SYSTEM_CLOCK,
         cleanup_seconds: float | None = None,  # CLEANUP_SECONDS, as it is when the send starts
+        guard: HealthGuard | None = None,
     ) -> None:
         self.ledger = ledger
         self.mailers = mailers
@@ -154,6 +156,9 @@ class SendLoop:
         self.recorded = asyncio.Event()
         self.halt = asyncio.Event()  # take no new work: a stop was asked for, or a task failed
         self.fatal: NewsletterError | None = None
+        self.guard = guard
+        self.unchecked = 0  # results recorded since the guard was last asked
+        self.checked_at = clock.monotonic()
 
     async def run(self) -> None:
         """Send until nothing is left, a stop is asked for, or something fails.
@@ -436,6 +441,34 @@ class SendLoop:
 
     async def _write(self, records: list[DeliveryRecord]) -> None:
         await self.store.call(lambda: self._record_outcomes(records))
+        await self._check_health(len(records))
+
+    async def _check_health(self, recorded: int) -> None:
+        """Every `guard.every` results (or `guard.seconds`), in the group commit, so the
+        workers wait for the answer before their next message: a pause takes effect at
+        once, and the send stops the way a stop does (claims back in the queue)."""
+        if self.guard is None or self.halt.is_set():
+            return
+        self.unchecked += recorded
+        due = self.clock.monotonic() - self.checked_at >= self.guard.seconds
+        if self.unchecked < self.guard.every and not due:
+            return
+        self.unchecked, self.checked_at = 0, self.clock.monotonic()
+        try:
+            reason = await self.guard.check()
+        except StoreError as exc:  # the figures are a safeguard: the send goes on without them
+            event(
+                log,
+                "health_check_failed",
+                level=logging.WARNING,
+                edition=self.edition,
+                error=str(exc),
+            )
+            return
+        if reason is not None and not self.halt.is_set():
+            self.summary.paused = reason
+            event(log, "send_paused", level=logging.WARNING, edition=self.edition, reason=reason)
+            self.halt.set()
 
     async def _record_outcomes(self, records: list[DeliveryRecord]) -> None:
         """One commit of results, the group commit's or the cleanup's; a hard bounce counts

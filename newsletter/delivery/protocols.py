@@ -49,6 +49,19 @@ class Ledger(Protocol):
     async def next_retry_at(self) -> dt.datetime | None: ...
 
 
+class HealthGuard(Protocol):
+    """Asked every `every` results (or `seconds`) whether the send must pause
+    (`app.health.PauseGuard`: the edition's hard-bounce rate); the reason if so.
+
+    Errors are StoreErrors; the loop logs one and goes on sending (the next check may work).
+    """
+
+    every: int
+    seconds: float
+
+    async def check(self) -> str | None: ...
+
+
 class Mailer(Protocol):
     """One connection to the relay (SMTP: `session.SmtpConnection`)."""
 

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from newsletter.config import Settings
 from newsletter.delivery.loop import ProgressCallback, SendLoop, SendSummary
+from newsletter.delivery.protocols import HealthGuard
 from newsletter.delivery.session import SmtpMailers
 from newsletter.liveness import run_holder
 from newsletter.store.editions import StoredEdition
@@ -28,12 +29,14 @@ async def run_send(
     *,
     on_result: ProgressCallback | None = None,
     stop: asyncio.Event,
+    guard: HealthGuard | None = None,
 ) -> None:
     """Deliver the queued rows of `stored`, counting into `summary`, until done or stopped.
 
     Returns when the edition has nothing left for this process or `stop` was set
     (what was sent is recorded, unsent claims are back in the queue); raises a
-    NewsletterError (a DeliveryError, a StoreError) when something stopped it.
+    NewsletterError (a DeliveryError, a StoreError) when something stopped it. With a
+    `guard`, the send pauses when it says so (`summary.paused`), the way a stop ends it.
 
     The claims are this run's own (`liveness.run_holder`): what a failed run could
     not give back, the next send takes back at once, even in the same process.
@@ -42,7 +45,14 @@ async def run_send(
     with run_holder() as claimer:
         ledger = SqlLedger(engine, stored.id, claimer=claimer, lease=lease)
         loop = SendLoop(
-            ledger, SmtpMailers(settings), settings, stored, summary, stop=stop, on_result=on_result
+            ledger,
+            SmtpMailers(settings),
+            settings,
+            stored,
+            summary,
+            stop=stop,
+            on_result=on_result,
+            guard=guard,
         )
         try:
             await loop.run()

@@ -348,6 +348,7 @@ _RECORD = (
         next_attempt_at=bindparam("b_next"),
         updated_at=bindparam("b_now"),
         attempts=deliveries.c.attempts + bindparam("b_inc"),
+        hard_bounce=bindparam("b_hard"),
         first_attempt_at=case(
             (
                 bindparam("b_inc") == 1,
@@ -389,6 +390,7 @@ def record_outcomes(
             "b_next": o.next_attempt_at,
             "b_now": now,
             "b_inc": 1 if o.attempted else 0,
+            "b_hard": o.hard_bounce,
         }
         for o in outcomes
     ]

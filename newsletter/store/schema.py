@@ -14,6 +14,7 @@ migrated database and this model agree.
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -25,12 +26,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 # The schema revision these tables are: the migrations' head. Opening a database checks it
 # against this constant rather than loading the migration scripts (Alembic costs every
 # command a few hundred milliseconds to import); a test keeps the two equal.
-REVISION = "0004"
+REVISION = "0005"
 
 metadata = MetaData()
 
@@ -99,8 +101,25 @@ deliveries = Table(
     Column("next_attempt_at", DateTime()),
     Column("first_attempt_at", DateTime()),
     Column("updated_at", DateTime(), nullable=False),
+    # The relay refused the address in the session (a 5xx for the recipient): the hard
+    # bounce that counted toward BOUNCE_LIMIT, kept for the sender's health figures.
+    Column("hard_bounce", Boolean(), nullable=False, default=False, server_default=false()),
     UniqueConstraint("edition_id", "subscriber_id", name="uq_delivery_edition_subscriber"),
     Index("ix_deliveries_claim", "edition_id", "status", "id"),  # claims and counts
+)
+
+# A send that paused itself (app/health.py: the hard-bounce rate of its first messages
+# passed PAUSE_HARD_BOUNCE_RATE): when, and the one line saying why. The scheduler does not
+# resume it; `newsletter send` (or the editor's send-now) does, clearing `paused_at` and
+# stamping `resumed_at`: the operator decided, and the row staying is what keeps the
+# edition from pausing again. A table of its own, so `editions` keeps its shape.
+edition_pauses = Table(
+    "edition_pauses",
+    metadata,
+    Column("edition_id", Integer, ForeignKey("editions.id"), primary_key=True),
+    Column("paused_at", DateTime()),
+    Column("reason", Text, nullable=False),
+    Column("resumed_at", DateTime()),
 )
 
 test_sends = Table(
@@ -177,4 +196,6 @@ bounce_events = Table(
     Column("received_at", DateTime(), nullable=False),
     Index("ix_bounce_events_subscriber", "subscriber_id", "kind", "received_at"),
     Index("ix_bounce_events_delivery", "delivery_id"),
+    # The health figures (store/health.py) read the reports received since an edition was built.
+    Index("ix_bounce_events_received", "received_at"),
 )

@@ -13,6 +13,8 @@ from sqlalchemy import Engine, func, select, text
 
 from newsletter.models import DeliveryStatus, SubscriberStatus
 from newsletter.store.editions import EditionStatus
+from newsletter.store.engine import utcnow
+from newsletter.store.health import HealthFigures, health_figures
 from newsletter.store.schema import deliveries, editions
 from newsletter.store.subscribers import count_by_status as subscribers_by_status
 
@@ -55,6 +57,7 @@ class Snapshot:
     editions: dict[EditionStatus, int]
     latest: LatestEdition | None  # the newest edition whose send started
     last_send: LastSend | None  # the newest edition whose send finished
+    health: HealthFigures | None = None  # bounce and complaint rates (store/health.py)
 
 
 def ping(engine: Engine) -> None:
@@ -63,8 +66,14 @@ def ping(engine: Engine) -> None:
         conn.execute(text("SELECT 1")).scalar()
 
 
-def snapshot(engine: Engine) -> Snapshot:
-    """Every number /metrics shows, read in one short connection."""
+#: The window of the health figures, and how many editions /metrics shows one by one.
+HEALTH_DAYS = 30
+HEALTH_EDITIONS = 1
+
+
+def snapshot(engine: Engine, *, today: dt.date | None = None) -> Snapshot:
+    """Every number /metrics shows, read in one short connection (the health figures in
+    two more). `today`: the newsletter's date now (TIMEZONE); default the UTC date."""
     with engine.connect() as conn:
         delivery_counts = dict.fromkeys(DeliveryStatus, 0)
         for status, number in conn.execute(
@@ -84,6 +93,11 @@ def snapshot(engine: Engine) -> Snapshot:
         editions=edition_counts,
         latest=latest,
         last_send=last_send,
+        health=health_figures(
+            engine,
+            (today or utcnow().date()) - dt.timedelta(days=HEALTH_DAYS - 1),
+            recent=HEALTH_EDITIONS,
+        ),
     )
 
 

@@ -241,10 +241,13 @@ async def send_now(request: Request) -> Response:
                 raise Refused("not sent: the edition is on hold (un-hold it first)")
             case core.AlreadySent():
                 raise Refused("not sent: this edition has already been sent")
+            case core.Paused() | core.TooManyComplaints():  # the scheduler's; send-now resumes
+                raise Refused("not sent: the edition's send is paused")
         if sends.running(day):  # checked again: a second click may have started it meanwhile
             raise Refused("a send of this edition is already running")
         sends.start(state.engine, state.settings, start)
-        return f"Sending to {active:,} active subscribers. Reload this page to follow it."
+        resumed = f" Resuming past a paused send ({start.resumed})." if start.resumed else ""
+        return f"Sending to {active:,} active subscribers.{resumed} Reload this page to follow it."
 
     return await _act(request, "send_now", day, body)
 

@@ -108,9 +108,11 @@ def _send(run: SendRun, engine: Engine, settings: Settings, ready: core.Ready) -
     event(log, "editor_send_finished", date=date, result=run.result)
 
 
-def describe(outcome: core.Sent | core.Stopped) -> str:
+def describe(outcome: core.DeliverOutcome) -> str:
     summary = outcome.summary
     text = f"sent {summary.sent}, failed {summary.failed}, skipped {summary.skipped}"
+    if isinstance(outcome, core.Paused):
+        text = f"paused: {outcome.reason}; {text} (send now again resumes it)"
     if summary.remaining:
         text += f"; {summary.remaining} still queued (send again to finish)"
     if isinstance(outcome, core.Stopped):

@@ -88,7 +88,7 @@ def metrics(request: Request) -> Response:
         )
     engine = request.app.state.engine
     try:
-        snapshot = stats.snapshot(engine)
+        snapshot = stats.snapshot(engine, today=request.app.state.settings.today())
         running = scheduler_state(engine)[0] == "running"
     except (SQLAlchemyError, StoreError) as exc:
         log.error("metrics: the database did not answer: %s", exc)
