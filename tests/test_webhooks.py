@@ -413,7 +413,8 @@ def test_a_certificate_host_that_fails_is_a_refusal_within_the_timeout(
     message = signed_sns(sns_signer[0], cert_host.url(path), Message=body)
     answers = []
     done = threading.Event()
-    with site(sent.settings, cert_host.fetcher(timeout=0.5)) as client:
+    fetcher = cert_host.fetcher(timeout=0.5)
+    with site(sent.settings, fetcher) as client:
 
         def post() -> None:
             answers.append(client.post("/webhooks/ses", content=body_of(message)))
@@ -426,6 +427,9 @@ def test_a_certificate_host_that_fails_is_a_refusal_within_the_timeout(
             cert_host.release.set()
             cert_host.release = threading.Event()
     assert answers[0].status_code == 503  # may be genuine: SNS sends it again later
+    with site(sent.settings, fetcher) as client:  # at once: not fetched again for a while
+        assert client.post("/webhooks/ses", content=body_of(message)).status_code == 503
+    assert cert_host.hits[path] == 1 and fetcher.fetches == 1
     assert state(engine) == before
 
 

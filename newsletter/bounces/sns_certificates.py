@@ -11,7 +11,9 @@ Every fetch is bounded: https only, to a host the host rule allows (SNS's own,
 context given (the system's trust store by default), no redirects, TIMEOUT
 seconds in all (connecting, the handshake, the answer), at most MAX_BYTES. A
 fetch that fails raises `SnsUnreachable`: the message may well be genuine, so
-the webhook answers 503 and SNS sends it again later; nothing is recorded.
+the webhook answers 503 and SNS sends it again later; nothing is recorded. A
+certificate URL that failed is not tried again for RETRY_AFTER seconds, so
+messages naming a host that hangs cannot hold the server's threads one each.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from newsletter.bounces.providers import SNS_HOST, WebhookRefused
@@ -32,6 +35,7 @@ from newsletter.hygiene import one_line
 TIMEOUT = 5.0  # seconds for one fetch, all of it
 MAX_BYTES = 64 * 1024  # an SNS certificate is about 2 KB; a confirmation's answer under 1 KB
 CACHE_SIZE = 16  # certificate URLs kept (SNS has one per region, rotated every few months)
+RETRY_AFTER = 30.0  # seconds before a certificate URL that failed is fetched again
 _CHUNK = 8192
 
 
@@ -50,6 +54,7 @@ class SnsFetcher:
     cache_size: int = CACHE_SIZE
     fetches: int = 0  # HTTPS requests made (certificates and confirmations), for tests and logs
     _cache: OrderedDict[str, bytes] = field(default_factory=OrderedDict, repr=False)
+    _failed: OrderedDict[str, float] = field(default_factory=OrderedDict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def certificate(self, url: str) -> bytes:
@@ -58,12 +63,22 @@ class SnsFetcher:
             if url in self._cache:
                 self._cache.move_to_end(url)
                 return self._cache[url]
-        data = self.get(url)
+            failed_at = self._failed.get(url)
+        if failed_at is not None and time.monotonic() - failed_at < RETRY_AFTER:
+            raise SnsUnreachable(  # a host that hangs costs one fetch, not one per request
+                f"it could not be fetched {time.monotonic() - failed_at:.0f} s ago",
+                where=url[:200],
+            )
+        try:
+            data = self.get(url)
+        except SnsUnreachable:
+            with self._lock:
+                _keep(self._failed, url, time.monotonic(), self.cache_size)
+            raise
         if b"-----BEGIN CERTIFICATE-----" in data:  # keep only what can be one
             with self._lock:
-                self._cache[url] = data
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+                _keep(self._cache, url, data, self.cache_size)
+                self._failed.pop(url, None)
         return data
 
     def get(self, url: str) -> bytes:
@@ -112,6 +127,13 @@ class SnsFetcher:
             ) from None
         finally:
             connection.close()
+
+
+def _keep(cache: OrderedDict[str, Any], url: str, value: Any, size: int) -> None:
+    cache[url] = value
+    cache.move_to_end(url)
+    while len(cache) > size:
+        cache.popitem(last=False)
 
 
 def _left(connection: http.client.HTTPSConnection, deadline: float) -> None:

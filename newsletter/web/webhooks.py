@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -85,23 +86,24 @@ class BadPayload(ValueError):
 
 @dataclass
 class Refusals:
-    """Refusals per provider since the last warning: at most one warning a minute each."""
+    """Requests not taken (refused, malformed, not processable now), per kind and provider
+    since the last warning: at most one warning a REFUSAL_LOG_EVERY for each, with a count,
+    so anyone posting junk in a loop costs the log one line a minute."""
 
-    counts: dict[str, int] = field(default_factory=dict)
-    warned_at: dict[str, float] = field(default_factory=dict)
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    warned_at: dict[tuple[str, str], float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def note(self, provider: str, why: str) -> None:
-        now = time.monotonic()
+    def note(self, name: str, provider: str, why: str) -> None:
+        key, now = (name, provider), time.monotonic()
         with self.lock:
-            self.counts[provider] = self.counts.get(provider, 0) + 1
-            last = self.warned_at.get(provider)
+            self.counts[key] = self.counts.get(key, 0) + 1
+            last = self.warned_at.get(key)
             if last is not None and now - last < REFUSAL_LOG_EVERY:
                 return
-            count, self.counts[provider], self.warned_at[provider] = self.counts[provider], 0, now
-        event(
-            log, "webhook_refused", level=logging.WARNING, provider=provider, count=count, why=why
-        )
+            count, self.counts[key], self.warned_at[key] = self.counts[key], 0, now
+        why = one_line(why)[:200]
+        event(log, name, level=logging.WARNING, provider=provider, count=count, why=why)
 
 
 @dataclass(frozen=True)
@@ -149,8 +151,7 @@ def _ses(call: Call) -> list[Item]:
     if kind == "UnsubscribeConfirmation":  # someone unsubscribed us at SNS: say so, do nothing
         event(log, "sns_unsubscribed", level=logging.WARNING, topic=topic)
         return []
-    message_id = str(message.get("MessageId", ""))
-    return [Item(report, message_id) for report in ses_reports(message)]
+    return _items(partial(ses_reports, message), message.get("MessageId"), message)
 
 
 def _mailgun_configured(settings: Settings) -> bool:
@@ -163,7 +164,7 @@ def _mailgun(call: Call) -> list[Item]:
     data = payload.get("event-data")
     if not isinstance(data, dict):
         return [Item(None, "", "event-data is not an object")]
-    return _items(mailgun_reports(payload), data.get("id"), data)
+    return _items(partial(mailgun_reports, payload), data.get("id"), data)
 
 
 def _postmark_configured(settings: Settings) -> bool:
@@ -177,7 +178,7 @@ def _postmark(call: Call) -> list[Item]:
         password=call.settings.postmark_webhook_password.get_secret_value(),
     )
     payload = _json_object(call.body)
-    return _items(postmark_reports(payload), payload.get("ID"), payload)
+    return _items(partial(postmark_reports, payload), payload.get("ID"), payload)
 
 
 def _sendgrid_configured(settings: Settings) -> bool:
@@ -199,7 +200,7 @@ def _sendgrid(call: Call) -> list[Item]:
         if not isinstance(one, dict):
             items.append(Item(None, "", f"event {index} is not an object"))
             continue
-        items += _items(sendgrid_reports([one]), one.get("sg_event_id"), one)
+        items += _items(partial(sendgrid_reports, [one]), one.get("sg_event_id"), one)
     return items
 
 
@@ -236,14 +237,14 @@ async def webhook(request: Request) -> Response:
     try:
         summary = await run_in_threadpool(_handle, request.app.state.engine, name, provider, call)
     except WebhookRefused as exc:
-        request.app.state.webhook_refusals.note(name, one_line(exc.message)[:200])
+        request.app.state.webhook_refusals.note("webhook_refused", name, exc.message)
         headers = {"WWW-Authenticate": provider.challenge} if provider.challenge else {}
         return _answer({"error": "refused"}, provider.refusal_status, headers)
     except BadPayload as exc:
-        event(log, "webhook_bad_body", level=logging.WARNING, provider=name, why=str(exc))
+        request.app.state.webhook_refusals.note("webhook_bad_body", name, str(exc))
         return _answer({"error": str(exc)}, 400)
     except (SnsUnreachable, StoreError) as exc:
-        event(log, "webhook_unavailable", level=logging.WARNING, provider=name, why=str(exc))
+        request.app.state.webhook_refusals.note("webhook_unavailable", name, str(exc))
         return _answer({"error": "cannot process it now; send it again later"}, 503)
     return _answer(summary, 200)
 
@@ -285,12 +286,20 @@ def _record(engine: Any, settings: Settings, name: str, item: Item) -> str:
     return outcome
 
 
-def _items(reports: list[BounceReport], own_id: Any, raw: dict[str, Any]) -> list[Item]:
-    """The reports of one provider event, under its own id (or a hash of the event)."""
-    event_id = one_line(str(own_id or ""))[:200]
-    if not event_id:
-        canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
-        event_id = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+def _items(read: Callable[[], list[BounceReport]], own_id: Any, raw: dict[str, Any]) -> list[Item]:
+    """The reports of one provider event, under its own id (or a hash of the event).
+
+    Any exception while reading it makes it unreadable: the batch's other events go on.
+    """
+    try:
+        event_id = one_line(str(own_id or ""))[:200]
+        if not event_id:
+            canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+            event_id = "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+        reports = read()
+    except Exception as exc:  # hostile or broken input: a result, never a 500
+        log.debug("unreadable webhook event", exc_info=exc)
+        return [Item(None, "", f"{type(exc).__name__}: {one_line(str(exc))}"[:200])]
     return [Item(report, event_id) for report in reports] or [Item(None, event_id)]
 
 
