@@ -50,7 +50,8 @@ from webhooksigning import (
 
 from newsletter import subscribers as subscriber_ops
 from newsletter.app import prepare_edition, send_edition
-from newsletter.bounces.sns_certificates import SnsFetcher
+from newsletter.bounces.providers import WebhookRefused
+from newsletter.bounces.sns_certificates import SnsFetcher, SnsUnreachable
 from newsletter.config import load_settings
 from newsletter.errors import ConfigError
 from newsletter.store.schema import bounce_events, deliveries, subscribers
@@ -431,6 +432,18 @@ def test_a_certificate_host_that_fails_is_a_refusal_within_the_timeout(
         assert client.post("/webhooks/ses", content=body_of(message)).status_code == 503
     assert cert_host.hits[path] == 1 and fetcher.fetches == 1
     assert state(engine) == before
+
+
+def test_the_certificate_host_must_prove_itself_and_be_an_https_sns_host(cert_host):
+    untrusting = SnsFetcher(ssl.create_default_context(), host_pattern=LOCAL)  # the system's CAs
+    with pytest.raises(SnsUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
+        untrusting.certificate(cert_host.url())
+    fetcher = cert_host.fetcher()
+    for url in [cert_host.url().replace("https:", "http:"), "https://localhost/x.pem"]:
+        with pytest.raises(WebhookRefused):
+            fetcher.certificate(url)
+    assert fetcher.fetches == 0
+    assert fetcher.certificate(cert_host.url()).startswith(b"-----BEGIN CERTIFICATE-----")
 
 
 # Settings
