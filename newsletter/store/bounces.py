@@ -101,10 +101,8 @@ def record_bounce(engine: Engine, event: BounceEvent, limits: BounceLimits) -> R
                 received_at=now,
             )
             .on_conflict_do_nothing(index_elements=["fingerprint"])
-            # RETURNING, not rowcount: PostgreSQL's driver counts a skipped row as one
-            .returning(bounce_events.c.id)
-        ).first()
-        if inserted is None:
+        ).rowcount
+        if not inserted:
             return Recorded(False, delivery_id, email)
         if delivery_id is None or subscriber_id is None:
             return Recorded(True)
