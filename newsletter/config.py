@@ -7,6 +7,8 @@ rather than a pydantic traceback.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import ipaddress
 import re
@@ -186,6 +188,18 @@ class Settings(BaseSettings):
     pause_after: int = Field(1000, ge=1)
     max_complaint_rate: float = Field(0.001, ge=0, le=1)
 
+    # Provider webhooks (newsletter/web/webhooks.py: POST /webhooks/<provider>). A provider
+    # whose settings are empty is off (its URL answers 404). SES: the SNS topic ARNs we
+    # subscribed (comma-separated; any AWS account can point a topic at our URL, so none
+    # set means SES is off). Mailgun: the webhook signing key. Postmark: the basic-auth
+    # user and password put in the webhook URL. SendGrid: the signed event webhook's
+    # verification key (base64, as its settings page shows it).
+    ses_topic_arns: str = ""
+    mailgun_signing_key: SecretStr = SecretStr("")
+    postmark_webhook_user: str = ""
+    postmark_webhook_password: SecretStr = Field(SecretStr(""), validate_default=True)
+    sendgrid_public_key: str = ""
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _log_level(cls, value: object) -> object:
@@ -259,6 +273,66 @@ class Settings(BaseSettings):
         if value.strip():
             dns_resolver_address(value)  # ValueError names the form
         return value.strip()
+
+    @field_validator("ses_topic_arns")
+    @classmethod
+    def _ses_topic_arns(cls, value: str) -> str:
+        for item in _split(value):
+            if not _SNS_TOPIC_ARN.fullmatch(item):
+                raise ValueError(
+                    f"{item[:80]!r} is not an SNS topic ARN; list them comma-separated, e.g. "
+                    "arn:aws:sns:eu-west-1:123456789012:newsletter-bounces"
+                )
+        return value.strip()
+
+    @field_validator("mailgun_signing_key")
+    @classmethod
+    def _mailgun_signing_key(cls, value: SecretStr) -> SecretStr:
+        key = value.get_secret_value().strip()
+        if key and not re.fullmatch(r"[A-Za-z0-9_-]{16,200}", key):
+            raise ValueError(
+                "must be the HTTP webhook signing key Mailgun shows (letters, digits, '-', "
+                "at least 16 characters), not the API key's name or a URL"
+            )
+        return SecretStr(key)
+
+    @field_validator("postmark_webhook_password")
+    @classmethod
+    def _postmark_webhook(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        user = str(info.data.get("postmark_webhook_user") or "")
+        password = value.get_secret_value()
+        if bool(user) != bool(password):
+            raise ValueError(
+                "must be set together with NEWSLETTER_POSTMARK_WEBHOOK_USER (both, or neither)"
+            )
+        if ":" in user or not re.fullmatch(r"[!-~]*", user + password):
+            raise ValueError(
+                "the Postmark webhook user may not hold ':', and neither it nor the password "
+                "spaces or non-ASCII characters (they go into https://user:password@… URLs)"
+            )
+        if password and len(password) < 16:
+            raise ValueError("must be at least 16 characters: anyone may try it against the URL")
+        return value
+
+    @field_validator("sendgrid_public_key")
+    @classmethod
+    def _sendgrid_public_key(cls, value: str) -> str:
+        key = "".join(value.split())
+        if not key:
+            return key
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        try:
+            loaded = serialization.load_der_public_key(base64.b64decode(key, validate=True))
+        except (ValueError, binascii.Error):
+            loaded = None
+        if not isinstance(loaded, ec.EllipticCurvePublicKey):
+            raise ValueError(
+                "must be the signed event webhook's verification key as SendGrid shows it "
+                "(base64 of an ECDSA public key, starting MFkw…)"
+            )
+        return key
 
     @field_validator("subject_template")
     @classmethod
@@ -390,6 +464,11 @@ class Settings(BaseSettings):
         return (made if len(made) >= 5 else made + "-mail")[:15]
 
     @property
+    def ses_topics(self) -> tuple[str, ...]:
+        """SES_TOPIC_ARNS as a list: the SNS topics whose messages the SES webhook takes."""
+        return tuple(_split(self.ses_topic_arns))
+
+    @property
     def previous_secrets(self) -> tuple[str, ...]:
         """PREVIOUS_SECRET_KEYS as a list, for reading tokens issued before a rotation."""
         return tuple(_split(self.previous_secret_keys.get_secret_value().replace(" ", ",")))
@@ -411,6 +490,7 @@ class Settings(BaseSettings):
         return dt.datetime.now(self.zone).date()
 
 
+_SNS_TOPIC_ARN = re.compile(r"arn:aws(-cn|-us-gov)?:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}")
 _DNS_NAME_RE = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 

@@ -5,6 +5,7 @@
     record.py   a report matched to its delivery and recorded (SQL in store/bounces.py)
     mailbox.py  reading a Maildir, stdin or an IMAP mailbox, a folder per outcome
     providers.py  a provider's webhook (SES, Mailgun, Postmark, SendGrid) verified and read
+    sns_certificates.py  the SNS signing certificates (and SubscribeURLs) fetched, bounded
 
 A report says what kind of message it is, whom it is about and, when the
 message was sent to a VERP form of NEWSLETTER_BOUNCE_ADDRESS, the token that

@@ -4,6 +4,7 @@
                  unsubscribe (RFC 8058), double opt-in sign-up; it also mounts
     archive.py   the archive of sent editions and its Atom feed, and
     ops.py       /healthz and /metrics for operators
+    webhooks.py  POST /webhooks/<provider>: SES, Mailgun, Postmark, SendGrid bounces
     editor.py    the editors' pages behind a login (editor_*.py): dates, preview,
                  test send, edition controls, subscribers
     security.py  the editor password check, CSRF tokens, the editor-only guard
@@ -25,10 +26,11 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from newsletter.bounces.sns_certificates import SnsFetcher, default_fetcher
 from newsletter.config import Settings, require_secret_key
 from newsletter.store.engine import open_engine
 from newsletter.tokens import signer_for
-from newsletter.web import editor, public
+from newsletter.web import editor, public, webhooks
 from newsletter.web.headers import SecurityHeaders
 from newsletter.web.pages import Pages
 from newsletter.web.proxy import ProxyHeaders
@@ -41,10 +43,12 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     await editor.stop_sends(app)  # a "send now" in progress records what went out, then stops
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, sns: SnsFetcher | None = None) -> Starlette:
+    """The site. `sns`: how SNS certificates are fetched (default: the system's trust
+    store and SNS's hosts; tests give one for their local HTTPS server)."""
     require_secret_key(settings)  # the root of the session, form and link keys: never a weak one
     app = Starlette(
-        routes=[*public.ROUTES, *editor.ROUTES],
+        routes=[*public.ROUTES, *editor.ROUTES, *webhooks.ROUTES],
         lifespan=_lifespan,
         middleware=[
             # Outermost: CSP, nosniff and a referrer policy on every answer, 500s included.
@@ -59,4 +63,6 @@ def create_app(settings: Settings) -> Starlette:
     app.state.engine = open_engine(settings.database_url)
     app.state.signer = signer_for(settings)
     app.state.pages = Pages(settings)
+    app.state.sns = sns or (default_fetcher() if settings.ses_topics else None)
+    app.state.webhook_refusals = webhooks.Refusals()
     return app
