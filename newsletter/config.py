@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     smtp_security: SmtpSecurity = SmtpSecurity.NONE
     smtp_timeout: float = Field(30.0, gt=0)
     smtp_pipelining: bool = True  # use ESMTP PIPELINING when the relay offers it
+    smtp_chunking: bool = True  # send messages as BDAT when the relay offers CHUNKING too
+    # messages in hand per connection, from the claim to the record: with CHUNKING up to
+    # this many are on the wire at once. The crash bound is CONCURRENCY x PIPELINE_WINDOW.
+    pipeline_window: int = Field(8, ge=1, le=64)
     smtp_ca_file: Path | None = None  # trust this CA (a private relay's); default: the system's
 
     # Who it is from and what it is called

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.timeout(120)
 
 DAY = dt.date(2026, 11, 25)
 CONCURRENCY = 3
+WINDOW = 2  # PIPELINE_WINDOW
 READERS = [f"reader{n}@example.com" for n in range(8)]
 DEADLINE = 60.0  # seconds any one wait of these tests may take (they take about one)
 
@@ -105,6 +106,7 @@ def test_a_failed_send_now_gives_its_claims_to_the_next_send_at_once(
         update={
             "smtp_port": port,
             "concurrency": CONCURRENCY,
+            "pipeline_window": WINDOW,
             "store_retry_window": 0.5,
             "lease_seconds": 3600,  # without the fix the rows wait this long: the test fails
         }
@@ -134,4 +136,4 @@ def test_a_failed_send_now_gives_its_claims_to_the_next_send_at_once(
     assert counts[DeliveryStatus.SENT] == len(READERS), counts
     received = Counter(rcpt for item in handler.received for rcpt in item.rcpt_tos)
     assert set(received) == set(READERS)
-    assert sum(n - 1 for n in received.values()) <= CONCURRENCY  # accepted, not recorded
+    assert sum(n - 1 for n in received.values()) <= CONCURRENCY * WINDOW  # accepted, unrecorded

@@ -291,7 +291,7 @@ def test_pipelining_is_used_when_offered_and_sends_two_round_trips_of_commands(e
                     await connection.send(fast.from_address, f"r{i}@example.com", MESSAGE)
                     for i in range(3)
                 ]
-                return results, connection.pipe is not None
+                return results, connection.stream is not None
             finally:
                 await connection.close()
 

@@ -7,7 +7,7 @@ fills up, PostgreSQL is stopped with `pg_ctl stop -m immediate` and started
 again, or SIGTERM arrives while the file is locked. The send either rides it
 out within NEWSLETTER_STORE_RETRY_WINDOW or stops with one line and exit code
 1; then a rerun finishes the edition with nobody missed and at most
-CONCURRENCY duplicates per interruption (counted by what the server received).
+CONCURRENCY x PIPELINE_WINDOW duplicates per interruption (counted by what the server received).
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from conftest import Cli
 from pgserver import BIN, create_database, postgres_cluster
 from test_crash import crash_env, delivery_counts, wait_until, write_list  # noqa: F401 (fixture)
 
+from newsletter.config import Settings
 from newsletter.store.migrate import upgrade
 
 DAY = "2026-11-25"
-CONCURRENCY = 4
+CONCURRENCY = Settings.model_fields["concurrency"].default  # the CLI runs on the defaults
+IN_FLIGHT = CONCURRENCY * Settings.model_fields["pipeline_window"].default  # the crash bound
 SUBSCRIBERS = 1200
 MID_SEND = 200  # messages the server has when the fault starts
 PG_DOWNTIME = 5.0  # seconds PostgreSQL stays down once the send has noticed
@@ -104,7 +106,7 @@ def finish_and_count(env: Cli, smtp_server, emails, db: Path | None, interruptio
     missed = set(emails) - set(counts)
     duplicates = sum(n - 1 for n in counts.values())
     assert not missed, f"{len(missed)} missed"
-    assert duplicates <= interruptions * CONCURRENCY, duplicates
+    assert duplicates <= interruptions * IN_FLIGHT, duplicates
     assert delivery_counts(env) == {"sent": SUBSCRIBERS}  # the database the CLI ran on
     return duplicates
 
@@ -122,10 +124,10 @@ def test_a_lock_held_40s_by_another_process_is_ridden_out(env, smtp_server, tmp_
     finally:
         holder.wait(timeout=60)
     assert "store_unavailable" in log.read_text()  # it did meet the lock
-    assert len(smtp_server.received) > at_lock + CONCURRENCY  # and carried on after it
+    assert len(smtp_server.received) > at_lock + IN_FLIGHT  # and carried on after it
     assert error_lines(log) == []
     duplicates = finish_and_count(env, smtp_server, emails, db, interruptions=1)
-    print(f"\nlock held 40 s: ridden out, {duplicates} duplicates (bound {CONCURRENCY})")
+    print(f"\nlock held 40 s: ridden out, {duplicates} duplicates (bound {IN_FLIGHT})")
 
 
 @pytest.mark.sqlite_only  # SQLite's file lock; PostgreSQL's faults: pg_ctl stop below
@@ -144,7 +146,7 @@ def test_a_lock_held_past_a_short_window_stops_the_send_with_one_line(
     assert str(db) in line and "locked by another process" in line, line
     assert "the database has been unavailable for" in line, line
     duplicates = finish_and_count(env, smtp_server, emails, db, interruptions=1)
-    print(f"\nlock past a 3 s window: stopped, {duplicates} duplicates (bound {CONCURRENCY})")
+    print(f"\nlock past a 3 s window: stopped, {duplicates} duplicates (bound {IN_FLIGHT})")
 
 
 @pytest.mark.sqlite_only  # SQLite's file lock; PostgreSQL's faults: pg_ctl stop below
@@ -163,7 +165,7 @@ def test_sigterm_ends_a_send_whose_database_is_locked(env, smtp_server, tmp_path
     (line,) = error_lines(log)
     assert "the send was stopped" in line and "the next send takes them back" in line, line
     duplicates = finish_and_count(env, smtp_server, emails, db, interruptions=1)
-    print(f"\nSIGTERM while locked: exited, {duplicates} duplicates (bound {CONCURRENCY})")
+    print(f"\nSIGTERM while locked: exited, {duplicates} duplicates (bound {IN_FLIGHT})")
 
 
 # ── a full filesystem ─────────────────────────────────────────────────────────
@@ -224,7 +226,7 @@ def test_a_full_disk_stops_the_send_with_one_line_and_a_rerun_finishes(
     (line,) = error_lines(log)
     assert str(db) in line and "disk full" in line, line
     duplicates = finish_and_count(env, smtp_server, emails, db, interruptions=1)
-    print(f"\ndisk full: stopped, {duplicates} duplicates (bound {CONCURRENCY})")
+    print(f"\ndisk full: stopped, {duplicates} duplicates (bound {IN_FLIGHT})")
 
 
 # ── PostgreSQL stopped and started again ──────────────────────────────────────
@@ -282,4 +284,4 @@ def test_postgresql_stopped_and_started_mid_send_is_ridden_out(
     assert process.wait(timeout=180) == 0, log.read_text()
     assert "store_available" in log.read_text() and error_lines(log) == []
     duplicates = finish_and_count(env, smtp_server, emails, None, interruptions=1)
-    print(f"\nPostgreSQL restarted: ridden out, {duplicates} duplicates (bound {CONCURRENCY})")
+    print(f"\nPostgreSQL restarted: ridden out, {duplicates} duplicates (bound {IN_FLIGHT})")

@@ -1,5 +1,6 @@
 """A supervised send: whatever fails, the send stops within a bound, says why, and a rerun
-finishes the edition with nobody missed and at most CONCURRENCY duplicates.
+finishes the edition with nobody missed and at most CONCURRENCY x PIPELINE_WINDOW duplicates
+(the messages the relay had accepted and the database did not yet record).
 
 The faults are injected the way httpx's MockTransport stands in for a transport:
 the loop receives its ledger and its mailer factory as parameters, so a test
@@ -38,6 +39,8 @@ pytestmark = pytest.mark.timeout(120)
 
 DAY = dt.date(2026, 11, 25)
 CONCURRENCY = 3
+WINDOW = 4  # PIPELINE_WINDOW: the lanes of each connection, each a message in hand
+IN_FLIGHT = CONCURRENCY * WINDOW  # the crash bound: accepted by the relay, not yet recorded
 BOUND = 30.0  # seconds a failing send may take to stop (it takes about one)
 BOUNCER, SLOW = "bouncer@example.com", "later@example.com"
 LEDGER_METHODS = sorted(
@@ -63,6 +66,7 @@ def fast(settings, relay):
         update={
             "smtp_port": relay.port,
             "concurrency": CONCURRENCY,
+            "pipeline_window": WINDOW,
             "retry_delay": 0.02,
             "smtp_timeout": 5.0,
             "store_retry_window": 2.0,
@@ -154,7 +158,7 @@ def rerun_finishes(engine, settings, stored, relay, emails):
     wanted = set(emails) - {BOUNCER}
     assert set(counts) == wanted, f"missed: {wanted - set(counts)}"
     duplicates = sum(n - 1 for n in counts.values())
-    assert duplicates <= CONCURRENCY, counts
+    assert duplicates <= IN_FLIGHT, counts
     by_status = delivery_store.count_by_status(engine, stored.id)
     assert by_status[DeliveryStatus.SENT] == len(wanted)
     assert by_status[DeliveryStatus.QUEUED] == by_status[DeliveryStatus.SENDING] == 0
@@ -315,7 +319,7 @@ def test_when_even_giving_claims_back_fails_the_error_says_the_next_send_takes_t
     assert claimed_rows(engine), "the claims should still be held by the dead sender"
 
     duplicates = rerun_finishes(engine, fast, stored, relay, emails)
-    print(f"\nrelease failed: {duplicates} duplicates (bound {CONCURRENCY})")
+    print(f"\nrelease failed: {duplicates} duplicates (bound {IN_FLIGHT})")
 
 
 def test_a_store_unavailable_for_less_than_the_window_is_ridden_out(engine, fast, relay):
@@ -435,5 +439,5 @@ def test_cancelling_a_send_still_records_what_was_accepted_and_gives_back_the_re
     asyncio.run(go())
     assert claimed_rows(engine) == []
     sent = delivery_store.count_by_status(engine, stored.id)[DeliveryStatus.SENT]
-    assert len(relay.delivered) - CONCURRENCY <= sent <= len(relay.delivered) < len(emails)
+    assert len(relay.delivered) - IN_FLIGHT <= sent <= len(relay.delivered) < len(emails)
     rerun_finishes(engine, fast, stored, relay, emails)

@@ -1,10 +1,16 @@
 """The claim → build → send → record loop of one sending process, and its supervision.
 
-One producer claims batches of delivery rows and builds each message; one
-worker per SMTP connection (CONCURRENCY of them) sends and records. The
-record is written the moment the server answers, so at a crash the only
-messages that can go twice are the ones a worker had handed over and not yet
-recorded: at most one per connection.
+One producer claims batches of delivery rows and builds each message;
+CONCURRENCY connections to the relay send them, each through PIPELINE_WINDOW
+lanes, a lane being one message in hand from its claim to its record. The
+lanes of a connection stream their messages on it (`pipelining.Stream`): with
+CHUNKING up to PIPELINE_WINDOW messages are on the wire at once, without it
+one body and the next message's commands. The record is written the moment
+the server answers, and a lane takes its next message only once the store
+has it, so at a crash the only messages that can go twice are the ones the
+relay accepted and the store had not yet taken: at most one per lane,
+CONCURRENCY x PIPELINE_WINDOW. (Without CHUNKING the lanes still pay: while
+one waits for its record the next is on the wire.)
 
     claimed ──> still subscribed? ──no──> skipped
                     │ yes
@@ -16,10 +22,10 @@ recorded: at most one per connection.
                     └ relay unreachable ──> wait and retry the same message, uncharged;
                                              past RETRY_WINDOW the send stops, rows stay queued
 
-Supervision. The producer and the workers run in one TaskGroup with a
-watchdog. A task that raises anything stops the send: the first error is
+Supervision. The producer and the connections (their lanes) run in one
+TaskGroup with a watchdog. A task that raises anything stops the send: the first error is
 kept and `halt` is set, as it is when the caller sets `stop`. After a halt
-nothing new starts: the producer stops claiming, each worker finishes the
+nothing new starts: the producer stops claiming, each lane finishes the
 message in hand and records it, and every queue operation races `halt`, so no
 task waits on a queue nobody reads. DRAIN_SECONDS after the halt the watchdog
 cancels whatever is still busy. Then the cleanup, bounded by CLEANUP_SECONDS:
@@ -73,7 +79,7 @@ from newsletter.hygiene import one_line
 from newsletter.liveness import is_dead
 from newsletter.logs import event
 from newsletter.models import DeliveryStatus, Outcome, Recipient
-from newsletter.store.deliveries import DeliveryRecord
+from newsletter.store.deliveries import Claim, DeliveryRecord
 from newsletter.store.editions import StoredEdition
 from newsletter.store.engine import utcnow
 from newsletter.tokens import signer_for
@@ -149,9 +155,16 @@ class SendLoop:
         self.limiter = RateLimiter(settings.rate_limit, clock)
         self.relay = RelayWatch(settings, clock)
         self.store = StoreWatch(settings.store_retry_window, clock=clock)
+        # Results have a window of their own: while they cannot be written, the lanes' reads
+        # (a subscriber still active?) may well succeed, and must not keep the send waiting.
+        self.writes = StoreWatch(settings.store_retry_window, clock=clock)
         self.recorder = GroupCommit(self._write)
-        self.jobs: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=settings.concurrency * 2)
+        self.lanes = settings.concurrency * settings.pipeline_window
+        self.jobs: asyncio.Queue[_Job | None] = asyncio.Queue(
+            maxsize=self.lanes + settings.concurrency
+        )
         self.in_flight: set[int] = set()  # claimed by us, not yet recorded
+        self.claiming: asyncio.Future[tuple[list[Claim], int]] | None = None  # a claim running
         self.unconfirmed: dict[int, tuple[_Job, DeliveryRecord]] = {}  # handed to the store
         self.recorded = asyncio.Event()
         self.halt = asyncio.Event()  # take no new work: a stop was asked for, or a task failed
@@ -202,7 +215,7 @@ class SendLoop:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._guard(self._produce()), name="producer")]
                 tasks += [
-                    group.create_task(self._guard(self._work()), name=f"worker-{n}")
+                    group.create_task(self._connection(n), name=f"connection-{n}")
                     for n in range(self.settings.concurrency)
                 ]
                 group.create_task(self._watch(tasks), name="watchdog")
@@ -243,6 +256,7 @@ class SendLoop:
     async def _clean_up(self) -> tuple[str, StoreError | None]:
         """Write what the store has not taken, give back unsent claims; bounded."""
         self.recorder.abandon()
+        await self._adopt_late_claim()
         unrecorded, claims = len(self.unconfirmed), len(self.in_flight)
         if not unrecorded and not claims:
             return "", None
@@ -266,6 +280,18 @@ class SendLoop:
             note = f"{unrecorded} results recorded at the stop" + (f", {note}" if note else "")
         return note, None
 
+    async def _adopt_late_claim(self) -> None:
+        """A claim still running when the send was cancelled: wait for it (bounded, no more
+        retries) so the rows it commits are given back with the others."""
+        claiming, self.claiming = self.claiming, None
+        if claiming is None:
+            return
+        self.halt.set()
+        await asyncio.wait({claiming}, timeout=self.cleanup_seconds)
+        if claiming.done() and not claiming.cancelled() and claiming.exception() is None:
+            claims, _ = claiming.result()
+            self.in_flight.update(claim.delivery_id for claim in claims)
+
     async def _give_back(self, watch: StoreWatch) -> int:
         if self.unconfirmed:
             late = list(self.unconfirmed.values())
@@ -278,7 +304,7 @@ class SendLoop:
         return released
 
     def _no_answer(self, watch: StoreWatch) -> StoreUnavailable:
-        last = watch.last_error or self.store.last_error
+        last = watch.last_error or self.writes.last_error or self.store.last_error
         reason = f" ({last.message})" if last else ""
         return StoreUnavailable(
             f"the database did not answer within {self.cleanup_seconds:g}s of the stop{reason}",
@@ -297,20 +323,24 @@ class SendLoop:
             if self.halt.is_set():
                 return  # stopping anyway; the claims in hand are given back
             raise
-        for _ in range(self.settings.concurrency):  # the edition is done: workers may end
+        for _ in range(self.lanes):  # the edition is done: the lanes may end
             if not await self._put(None):
                 return
 
     async def _produce_batch(self) -> bool:
         """Claim a batch and queue its messages; False when the edition has nothing left."""
         size = max(10, self.settings.concurrency * 4)
-        claims, skipped = await self.store.call(
-            lambda: self.ledger.claim_batch(size), stop=self.halt
+        # Shielded: a claim's thread commits even if this task is cancelled meanwhile, and
+        # then the cleanup must know its rows (`_adopt_late_claim`).
+        self.claiming = asyncio.ensure_future(
+            self.store.call(lambda: self.ledger.claim_batch(size), stop=self.halt)
         )
+        claims, skipped = await asyncio.shield(self.claiming)
+        self.in_flight.update(claim.delivery_id for claim in claims)  # given back if we stop
+        self.claiming = None
         self.summary.skipped += skipped
         if not claims and not skipped:
             return await self._wait_for_more()
-        self.in_flight.update(claim.delivery_id for claim in claims)  # given back if we stop
         for claim in claims:
             try:
                 data = compose_message(
@@ -380,42 +410,60 @@ class SendLoop:
                 )
         return total
 
-    # ── the workers ─────────────────────────────────────────────────────────
+    # ── the connections and their lanes ─────────────────────────────────────
 
-    async def _work(self) -> None:
+    async def _connection(self, number: int) -> None:
+        """One connection to the relay, and PIPELINE_WINDOW lanes sending on it.
+
+        Each lane is guarded on its own, so its failure stops the send named (never as
+        a task group's wrapper), and the connection closes once every lane has ended.
+        """
         mailer = self.mailers()
         try:
-            while (job := await self._get()) is not None:
-                if self.halt.is_set():
-                    return  # left claimed; given back by the cleanup
-                await self._deliver(mailer, job)
+            async with asyncio.TaskGroup() as lanes:
+                for lane in range(self.settings.pipeline_window):
+                    lanes.create_task(self._guard(self._lane(mailer)), name=f"lane-{number}.{lane}")
         finally:
             await mailer.close()
 
+    async def _lane(self, mailer: Mailer) -> None:
+        while (job := await self._get()) is not None:
+            if self.halt.is_set():
+                return  # left claimed; given back by the cleanup
+            await self._deliver(mailer, job)
+
     async def _deliver(self, mailer: Mailer, job: _Job) -> None:
-        try:
-            active = await self.store.call(
+        left = False  # the subscriber left while the message waited for its turn
+
+        async def wanted() -> bool:
+            """Asked by the connection just before the message is written to the relay."""
+            nonlocal left
+            if self.halt.is_set():
+                return False  # stopping: not written; the cleanup gives the claim back
+            left = not await self.store.call(
                 lambda: self.ledger.is_active(job.subscriber_id), stop=self.halt
             )
-        except StoreUnavailable:
-            if self.halt.is_set():
-                return  # not sent; given back by the cleanup
-            raise
-        if not active:
-            record = DeliveryRecord(
-                job.delivery_id, DeliveryStatus.SKIPPED, "subscriber no longer active", False
-            )
-            await self._commit(job, record)
-            return
+            return not left
+
         await self.limiter.acquire()
         while not self.halt.is_set():
             try:
-                result = await mailer.send(job.sender, job.email, job.data)
+                result = await mailer.send(job.sender, job.email, job.data, wanted)
             except RelayUnavailable as exc:  # past RETRY_WINDOW, failed() raises: the stop
                 await sleep_or_stop(self.halt, self.relay.failed(str(exc)), self.clock)
                 continue
+            except StoreUnavailable:
+                if self.halt.is_set():
+                    return  # not sent; given back by the cleanup
+                raise
             self.relay.ok()
-            await self._record(job, result)
+            if result is not None:
+                await self._record(job, result)
+            elif left:
+                record = DeliveryRecord(
+                    job.delivery_id, DeliveryStatus.SKIPPED, "subscriber no longer active", False
+                )
+                await self._commit(job, record)
             return
 
     async def _record(self, job: _Job, result: SendResult) -> None:
@@ -440,7 +488,7 @@ class SendLoop:
         self._confirmed(job, record)
 
     async def _write(self, records: list[DeliveryRecord]) -> None:
-        await self.store.call(lambda: self._record_outcomes(records))
+        await self.writes.call(lambda: self._record_outcomes(records))
         await self._check_health(len(records))
 
     async def _check_health(self, recorded: int) -> None:

@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
+from newsletter.delivery.pipelining import Wanted
 from newsletter.delivery.session import SendResult
 from newsletter.store.deliveries import Claim, DeliveryRecord
 
@@ -65,7 +66,12 @@ class HealthGuard(Protocol):
 class Mailer(Protocol):
     """One connection to the relay (SMTP: `session.SmtpConnection`)."""
 
-    async def send(self, sender: str, recipient: str, data: bytes) -> SendResult: ...
+    async def send(
+        self, sender: str, recipient: str, data: bytes, wanted: Wanted | None = None
+    ) -> SendResult | None:
+        """The relay's answer; None when `wanted`, asked just before the message would be
+        written, said it is no longer wanted."""
+        ...
 
     async def close(self) -> None: ...
 

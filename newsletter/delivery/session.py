@@ -28,8 +28,10 @@ from newsletter.bounces.verp import plain_sender
 from newsletter.config import Settings, SmtpSecurity
 from newsletter.delivery.pipelining import (
     ConnectionClosed,
-    PipeliningProtocol,
-    pipelined_transaction,
+    Replies,
+    ReplyReader,
+    Stream,
+    Wanted,
 )
 from newsletter.errors import DeliveryError
 from newsletter.models import Outcome
@@ -70,20 +72,29 @@ def format_reply(code: int, message: str) -> str:
 class SmtpConnection:
     """One reused connection to the relay; reconnects after a drop.
 
-    Each sending task owns one, so `CONCURRENCY` tasks make exactly that many
-    sessions, each carrying many messages.
+    Each connection of the send loop owns one, so `CONCURRENCY` of them make exactly
+    that many sessions, each carrying many messages. The loop's lanes of a connection
+    call `send` concurrently: with PIPELINING the messages stream (`pipelining.Stream`),
+    without it they take turns.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.client: aiosmtplib.SMTP | None = None
-        self.pipe: PipeliningProtocol | None = None  # set when the relay offers PIPELINING
-        self.smtputf8 = False
+        self.stream: Stream | None = None  # set when the relay offers PIPELINING
         self.messages_sent = 0
+        self._opening = asyncio.Lock()  # one session opened at a time; no-PIPELINING sends too
+        self._opens = 0  # sessions tried, so a lane that waited sees a failure it waited on
+        self._open_error: RelayUnavailable | None = None
 
     @property
     def where(self) -> str:
         return f"{self.settings.smtp_host}:{self.settings.smtp_port}"
+
+    @property
+    def chunking(self) -> bool:
+        """Whether messages go as BDAT (the relay offers CHUNKING and the settings allow it)."""
+        return self.stream is not None and self.stream.chunking
 
     async def _connect(self) -> aiosmtplib.SMTP:
         """A logged-in session. RelayUnavailable when it may work later; DeliveryError when
@@ -139,75 +150,108 @@ class SmtpConnection:
             raise RelayUnavailable(str(exc) or type(exc).__name__) from None
         return client
 
-    async def send(self, sender: str, recipient: str, data: bytes) -> SendResult:
+    async def send(
+        self, sender: str, recipient: str, data: bytes, wanted: Wanted | None = None
+    ) -> SendResult | None:
         """Send one message on this connection, connecting first if needed.
+
+        `wanted` is asked once the message's turn has come, just before it is written
+        (the subscriber may have left while it waited); None means it was not sent.
 
         Raises RelayUnavailable when no session can be opened (the message was not
         tried and is not charged an attempt) and DeliveryError when the session as a
-        whole is refused. After any temporary failure the connection is closed, so
-        the retry goes over a fresh one.
+        whole is refused. A connection that broke or went silent is closed, so the
+        retry goes over a fresh one; a reply (even a 4xx) leaves it in step and open.
         """
-        if not self.connected:
-            await self._open()
-        if self.pipe is not None:
-            result = await self._pipelined(sender, recipient, data)
-        else:
-            result = await self._transaction(sender, recipient, data)
-        if result.outcome == Outcome.TRANSIENT:
-            await self.close()
-        elif result.outcome == Outcome.SENT:
+        tried = self._opens
+        async with self._opening:
+            if not self.connected:
+                if self._opens != tried and self._open_error is not None:
+                    raise self._open_error  # the session this lane waited for failed
+                await self._open()
+            if self.stream is None:  # no PIPELINING: one transaction at a time, aiosmtplib's
+                if wanted is not None and not await wanted():
+                    return None
+                result = await self._transaction(sender, recipient, data)
+                if result.outcome == Outcome.TRANSIENT:
+                    await self.close()
+                return self._counted(result)
+            stream = self.stream
+        return self._counted(await self._streamed(stream, sender, recipient, data, wanted))
+
+    def _counted(self, result: SendResult | None) -> SendResult | None:
+        if result is not None and result.outcome == Outcome.SENT:
             self.messages_sent += 1
         return result
 
     @property
     def connected(self) -> bool:
-        if self.pipe is not None:
-            return self.pipe.closed is None and not self.pipe.transport.is_closing()
+        if self.stream is not None:
+            return self.stream.reader.alive
         return self.client is not None and self.client.is_connected
 
     async def _open(self) -> None:
         """Open a session; with PIPELINING offered, take the transport over for the messages."""
         await self.close()
-        client = await self._connect()
-        if client.last_ehlo_response is None:  # no TLS or login: aiosmtplib has not said EHLO
-            try:
-                await client.ehlo()
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                await _close(client)
-                raise RelayUnavailable(f"EHLO failed: {exc}") from None
+        self._opens += 1
+        try:
+            client = await self._connect()
+            if client.last_ehlo_response is None:  # no TLS or login: aiosmtplib has not said EHLO
+                try:
+                    await client.ehlo()
+                except (aiosmtplib.SMTPException, OSError) as exc:
+                    await _close(client)
+                    raise RelayUnavailable(f"EHLO failed: {exc}") from None
+        except RelayUnavailable as exc:
+            self._open_error = exc
+            raise
+        self._open_error = None
         transport = client.transport
+        s = self.settings
         if (
-            self.settings.smtp_pipelining
+            s.smtp_pipelining
             and client.supports_extension("pipelining")
             and isinstance(transport, asyncio.Transport)
         ):
-            self.pipe = PipeliningProtocol(transport)
-            self.smtputf8 = client.supports_extension("smtputf8")
-            transport.set_protocol(self.pipe)
+            reader = ReplyReader(transport)
+            transport.set_protocol(reader)
+            self.stream = Stream(
+                reader,
+                chunking=s.smtp_chunking and client.supports_extension("chunking"),
+                window=s.pipeline_window,
+                timeout=s.smtp_timeout,
+                smtputf8=client.supports_extension("smtputf8"),
+            )
             self.client = None
         else:
             self.client = client
 
-    async def _pipelined(self, sender: str, recipient: str, data: bytes) -> SendResult:
-        assert self.pipe is not None
-        smtputf8 = not recipient.isascii()
-        if smtputf8 and not self.smtputf8:
+    async def _streamed(
+        self, stream: Stream, sender: str, recipient: str, data: bytes, wanted: Wanted | None
+    ) -> SendResult | None:
+        if not (sender.isascii() and recipient.isascii()) and not stream.smtputf8:
             return SendResult(Outcome.PERMANENT, "the relay does not accept non-ASCII addresses")
         try:
-            mail, rcpt, start, final = await pipelined_transaction(
-                self.pipe,
-                sender,
-                recipient,
-                data,
-                timeout=self.settings.smtp_timeout,
-                smtputf8=smtputf8,
-            )
-        except TimeoutError:
-            return SendResult(Outcome.TRANSIENT, f"timed out after {self.settings.smtp_timeout}s")
+            replies = await stream.transact(sender, recipient, data, wanted)
+        except TimeoutError as exc:
+            await self._drop(stream)
+            return SendResult(Outcome.TRANSIENT, f"timed out: {exc}")
         except (ConnectionClosed, OSError) as exc:
+            await self._drop(stream)
             return SendResult(Outcome.TRANSIENT, str(exc) or "connection lost")
+        if replies is None:
+            return None
+        said = (replies.mail, replies.rcpt, replies.data, replies.final)
+        if any(reply is not None and reply.code == 0 for reply in said):
+            await self._drop(stream)  # a reply we could not read: we may be out of step
+        return self._judge(sender, replies)
+
+    def _judge(self, sender: str, replies: Replies) -> SendResult:
+        """What one message's replies mean, in the order the relay gave them."""
+        mail, rcpt, final = replies.mail, replies.rcpt, replies.final
         if mail.code >= 400:
-            if classify_code(mail.code) == Outcome.PERMANENT:
+            # 503: out of sequence (a stricter relay still in the last, refused transaction)
+            if classify_code(mail.code) == Outcome.PERMANENT and mail.code != 503:
                 raise DeliveryError(
                     f"the relay refused our sender address {sender}: {mail}",
                     where=self.where,
@@ -215,15 +259,23 @@ class SmtpConnection:
                 )
             return SendResult(Outcome.TRANSIENT, str(mail))
         if rcpt.code >= 400:
-            outcome = classify_code(rcpt.code)
+            outcome = classify_code(rcpt.code) if rcpt.code != 503 else Outcome.TRANSIENT
             return SendResult(outcome, str(rcpt), hard_bounce=outcome == Outcome.PERMANENT)
         if final is None:
+            start = replies.data
+            assert start is not None
             return SendResult(
                 classify_code(start.code) if start.code else Outcome.TRANSIENT, str(start)
             )
         outcome = classify_code(final.code) if final.code else Outcome.TRANSIENT
         hard = outcome == Outcome.PERMANENT and final.code in HARD_BOUNCE_DATA_CODES
         return SendResult(outcome, str(final), hard_bounce=hard)
+
+    async def _drop(self, stream: Stream) -> None:
+        """A broken stream is closed at once; a lane that comes next opens a new one."""
+        stream.reader.abort(ConnectionClosed("connection dropped after a failure"))
+        if self.stream is stream:
+            self.stream = None
 
     async def _transaction(self, sender: str, recipient: str, data: bytes) -> SendResult:
         assert self.client is not None
@@ -274,15 +326,9 @@ class SmtpConnection:
         client, self.client = self.client, None
         if client is not None:
             await _close(client, polite=True)
-        pipe, self.pipe = self.pipe, None
-        if pipe is not None:
-            if pipe.closed is None and not pipe.transport.is_closing():
-                try:
-                    await pipe.write(b"QUIT\r\n")
-                    await pipe.reply(timeout=2)
-                except (ConnectionClosed, OSError, TimeoutError):
-                    pass
-            pipe.transport.close()
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            await stream.quit()
 
 
 def reply_text(reply: str) -> str:
@@ -355,7 +401,9 @@ async def send_one(settings: Settings, recipient: str, data: bytes) -> SendResul
     """
     connection = SmtpConnection(settings)
     try:
-        return await connection.send(plain_sender(settings), recipient, data)
+        result = await connection.send(plain_sender(settings), recipient, data)
+        assert result is not None  # nothing asked whether it is still wanted
+        return result
     except RelayUnavailable as exc:
         raise DeliveryError(
             f"cannot reach the SMTP relay: {exc}",
