@@ -580,8 +580,10 @@ class FaultServer:
     def commands(self) -> collections.Counter[str]:
         """How many of each command verb the server got since start() ("BDAT", "DATA"...).
 
-        Counted as each command is read, refused ones included, so a test can tell which
-        path a sender took. The end-of-data "." and chunk bytes are not commands.
+        Counted as each command is dispatched, refused ones included, so a test can tell
+        which path a sender took. BDAT counts even when CHUNKING is off; verbs aiosmtpd does
+        not know (500 "not recognized") do not. The end-of-data "." and chunk bytes are not
+        commands.
         """
         with self._lock:
             return collections.Counter(self._commands)
