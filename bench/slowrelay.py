@@ -6,9 +6,13 @@ serialized); what the client sends goes through at once. That adds one `delay`
 to every SMTP round trip, like a relay 25 ms away.
 
 The proxy also reads the client's side of the conversation and counts the
-commands (MAIL, RCPT, DATA, the end-of-data ".", RSET, NOOP, EHLO, QUIT...), so
-the benchmark can show how many round trips one message costs our client, and
-when the first and last messages were accepted (for the steady rate).
+commands (MAIL, RCPT, DATA, the end-of-data ".", BDAT, RSET, NOOP, EHLO, QUIT...),
+so the benchmark can show how many round trips one message costs our client, and
+when the first and last messages were accepted (for the steady rate). A message
+ends with the reply to its final "." or to its `BDAT <n> LAST` (RFC 3030); a
+BDAT's n chunk bytes are passed over, never read as commands. Replies are matched
+to commands in order (RFC 2920), so with a window of pipelined messages several
+messages ride in one round trip and each is still counted when its own reply passes.
 
 Run it as a process (what the benchmark does, so it has its own CPU):
 
@@ -27,7 +31,7 @@ import json
 import signal
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +47,12 @@ class Stats:
     # round trips, by the command that started each: a command sent while no reply was
     # outstanding starts one; commands sent before the replies came (pipelining) do not
     trips: Counter = field(default_factory=Counter)
-    messages: int = 0  # end-of-data replies forwarded
+    messages: int = 0  # end-of-data replies forwarded (to a "." or to BDAT ... LAST)
     first_message_at: float | None = None  # time.time() of the first end-of-data reply
     last_message_at: float | None = None
     # per session: [messages, time of its first accepted message, time of its last]
     per_session: list[list] = field(default_factory=list)
+    chunk_bytes: int = 0  # BDAT chunk bytes passed over
 
     def as_dict(self) -> dict:
         return {
@@ -59,55 +64,116 @@ class Stats:
             "first_message_at": self.first_message_at,
             "last_message_at": self.last_message_at,
             "per_session": self.per_session,
+            "chunk_bytes": self.chunk_bytes,
         }
 
 
 class CommandCounter:
-    """Follows the client's byte stream: command lines, then DATA bodies up to <CRLF>.<CRLF>."""
+    """Follows the client's byte stream and matches each reply to what it answers.
+
+    The stream is command lines, DATA bodies (after a 354, up to <CRLF>.<CRLF>) and BDAT
+    chunks (exactly n bytes after `BDAT n [LAST]`). `awaiting` holds, oldest first, what
+    each outstanding reply answers ("greeting", a verb, "." or "BDAT LAST"): a server
+    answers in order, so each reply the proxy forwards settles the oldest one.
+
+    Whether a body follows DATA is known only from DATA's reply (354, or a refusal after
+    which the client goes on with commands). A client sends the body after that reply
+    reaches it; bytes that come before it (a client that does not wait) are held until
+    the reply passes, then read as a body or as commands.
+    """
 
     def __init__(self, stats: Stats, trace: Callable[[str], None] | None = None) -> None:
         self.stats = stats
         self.trace = trace
-        self.buffer = b""
-        self.in_data = False
+        self.awaiting: deque[str] = deque(["greeting"])
+        self.mode = "commands"  # or "body", "chunk", "after DATA" (its reply not yet seen)
+        self.buffer = b""  # commands: a line not yet whole; after DATA: the bytes held
         self.tail = b""  # the last bytes of a body, to find a terminator split across reads
-        self.pending_ends = 0  # end-of-data sent, reply not yet forwarded
-        self.outstanding = 1  # replies the client waits for (first: the greeting)
+        self.skip = 0  # chunk bytes still to pass over
 
-    def sent(self, verb: str) -> None:
-        """The client sent a command (or a message's final "."): one more reply to wait for."""
+    @property
+    def outstanding(self) -> int:
+        """Replies the client waits for (at first: the greeting)."""
+        return len(self.awaiting)
+
+    def sent(self, verb: str, answers: str | None = None) -> None:
+        """The client sent a command (or a message's final "."): one more reply to wait for.
+
+        A command sent while no reply is outstanding starts a round trip.
+        """
         self.stats.commands[verb] += 1
-        if self.outstanding == 0:
+        if not self.awaiting:
             self.stats.trips[verb] += 1
-        self.outstanding += 1
+        self.awaiting.append(answers or verb)
+
+    def replied(self, reply: bytes) -> bool:
+        """A reply is about to reach the client; True when it ends a message.
+
+        Call it before the client can see the reply (and send more), so that what the
+        client sends next meets the right count of outstanding replies.
+        """
+        if not self.awaiting:
+            return False  # unsolicited (a 421 on an idle timeout): it answers nothing
+        answers = self.awaiting[0]
+        if answers == "DATA" and self.mode == "after DATA":
+            held, self.buffer = self.buffer, b""
+            if reply.startswith(b"354"):
+                self.mode, self.tail = "body", b"\r\n"  # an empty body ends at once
+            else:
+                self.mode = "commands"
+            self.feed(held)  # sent while DATA's reply was outstanding: no trip starts
+        self.awaiting.popleft()
+        return answers in (".", "BDAT LAST")
 
     def feed(self, data: bytes) -> None:
+        """Bytes the client sent, in order, however the reads split them."""
         while data:
-            if self.in_data:
+            if self.mode == "after DATA":
+                self.buffer += data
+                return
+            if self.mode == "chunk":
+                passed = min(self.skip, len(data))
+                self.skip -= passed
+                self.stats.chunk_bytes += passed
+                data = data[passed:]
+                if not self.skip:
+                    self.mode = "commands"
+                continue
+            if self.mode == "body":
                 window = self.tail + data
                 end = window.find(_END_OF_DATA)
                 if end < 0:
                     self.tail = window[-4:]
                     return
                 self.sent(".")
-                self.pending_ends += 1
                 if self.trace:
                     self.trace("C: <body> .")
-                self.in_data = False
+                self.mode = "commands"
                 data = window[end + len(_END_OF_DATA) :]
                 continue
             self.buffer += data
             data = b""
-            while not self.in_data and b"\r\n" in self.buffer:
+            while self.mode == "commands" and b"\r\n" in self.buffer:
                 line, self.buffer = self.buffer.split(b"\r\n", 1)
-                verb = line.split(b" ", 1)[0].upper().decode("ascii", "replace")
-                self.sent(verb)
-                if self.trace:
-                    self.trace(f"C: {line[:60].decode('ascii', 'replace')}")
-                if verb == "DATA":
-                    self.in_data = True
-                    self.tail = b"\r\n"  # an empty body ends right after the DATA line
-                    data, self.buffer = self.buffer, b""
+                self._command(line)
+            if self.mode != "commands":  # the rest is a chunk, or waits for DATA's reply
+                data, self.buffer = self.buffer, b""
+
+    def _command(self, line: bytes) -> None:
+        words = line.split()
+        verb = words[0].upper().decode("ascii", "replace") if words else ""
+        if self.trace:
+            self.trace(f"C: {line[:60].decode('ascii', 'replace')}")
+        if verb == "BDAT" and len(words) > 1 and words[1].isdigit():
+            last = len(words) > 2 and words[2].upper() == b"LAST"
+            self.sent(verb, "BDAT LAST" if last else verb)
+            self.skip = int(words[1])
+            if self.skip:
+                self.mode = "chunk"
+            return
+        self.sent(verb)  # a BDAT without a size too: the server cannot resynchronise either
+        if verb == "DATA":
+            self.mode = "after DATA"
 
 
 def split_replies(buffer: bytes) -> tuple[list[bytes], bytes]:
@@ -189,15 +255,13 @@ class SlowRelay:
                 wait = due - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                counter.outstanding -= 1  # before the client can see it and send more
+                ends_message = counter.replied(reply)  # before the client can send more
                 writer.write(reply)
                 await writer.drain()
                 self.stats.replies += 1
                 if counter.trace:
                     counter.trace(f"S: {reply.splitlines()[-1][:60].decode('ascii', 'replace')}")
-                if counter.pending_ends and not reply.startswith(b"354"):
-                    # the reply to an end-of-data: a message accepted (or refused)
-                    counter.pending_ends -= 1
+                if ends_message:  # the reply to a "." or BDAT LAST: accepted (or refused)
                     now = time.time()
                     self.stats.messages += 1
                     self.stats.first_message_at = self.stats.first_message_at or now

@@ -10,8 +10,9 @@ accepted and what it did::
     assert server.count_by_recipient()["ok@example.com"] == 1
 
 Decision points ("stages") are: the new connection ("connect", before the greeting), each
-MAIL FROM ("mail"), each RCPT TO ("rcpt") and each end of DATA ("data", after the body has
-arrived). At each one the plan is asked once; what it answers wins, in this order:
+MAIL FROM ("mail"), each RCPT TO ("rcpt") and each end of a message ("data": the final "."
+of DATA, or `BDAT <n> LAST`, once the whole body has arrived). At each one the plan is asked
+once; what it answers wins, in this order:
 
 1. `down_until` (connect only): before that `time.monotonic()` deadline every new connection
    is refused, closed at once (`down_mode="close"`) or greeted with a 421 (`down_mode="421"`).
@@ -21,6 +22,23 @@ arrived). At each one the plan is asked once; what it answers wins, in this orde
 4. `rate` and `faults`: with probability `rate` one of the `faults` for this stage strikes.
    Exactly one `random()` is drawn per decision point (plus one `choice()` when it strikes),
    so for a seed the same command sequence always gets the same decisions.
+
+BDAT (RFC 3030): `FaultServer(chunking=True)` offers CHUNKING (and PIPELINING) and takes
+`BDAT <size> [LAST]` the way Postfix 3.7's smtpd does, so a sender can stream windows of
+`MAIL`, `RCPT`, `BDAT n LAST` without waiting:
+
+- the chunk's bytes are always read, even when the command is refused, so what was pipelined
+  after it is read as commands again; a size that is not a number gets a 501 and the
+  connection is closed (nobody can tell where the next command starts);
+- no MAIL: `503 5.5.1 Error: need MAIL command`; no accepted recipient:
+  `554 5.5.1 Error: no valid recipients`; chunks without LAST accumulate (250 each);
+  `BDAT n LAST` is the "data" stage, records the message as DATA does and answers
+  `250 2.0.0 Ok: <size> bytes queued as <id>`;
+- a refused BDAT resets the transaction, as Postfix does (the next pipelined MAIL gets 250).
+  `reset_after_failed_bdat=False` is a stricter server: the failed transaction stays, and
+  MAIL (`503 5.5.1 Error: nested MAIL command`), RCPT, DATA and BDAT get a 503 until RSET;
+- DATA, RCPT or MAIL while a BDAT message is open: 503. `server.commands` counts every
+  command verb the server got, so a test can tell the BDAT path from the DATA path.
 
 A test may change `rate`, `faults`, `per_address`, `first_n`, `down_until` or `down_mode`
 while the server runs (plain attribute assignment; decisions are taken under a lock).
@@ -36,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import random
 import threading
 import time
@@ -46,7 +65,7 @@ from email.message import EmailMessage
 from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from newsletter.capture import free_port
 
@@ -216,12 +235,161 @@ class Delivered:
         return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
 
 
+class _Envelope(Envelope):
+    """aiosmtpd's envelope plus the BDAT state; aiosmtpd makes a new one at RSET, EHLO and
+    after each message, so that state can never outlive its transaction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[bytes] = []
+        self.bdat = False  # a BDAT message is open (a chunk without LAST was accepted)
+        self.failed = False  # strict mode: a refused BDAT left this transaction unusable
+
+
+BDAT_SYNTAX = "501 5.5.4 Syntax: BDAT count [LAST]"
+NEED_RSET = "503 5.5.1 Error: transaction failed, send RSET"
+_DISCARD_PIECE = 65536
+
+
+def _parse_bdat(arg: str | None) -> tuple[int | None, bool, bool]:
+    """(size or None when it is not a number, LAST given, the rest well formed)."""
+    words = (arg or "").split()
+    if not words or not words[0].isascii() or not words[0].isdigit():
+        return None, False, False
+    last = len(words) == 2 and words[1].upper() == "LAST"
+    return int(words[0]), last, len(words) == 1 or last
+
+
 class _FaultSMTP(SMTP):
-    """aiosmtpd's SMTP session with the connect stage, and 421 closing the connection."""
+    """aiosmtpd's SMTP session with the connect stage, 421 closing the connection, BDAT,
+    and every command counted."""
 
     def __init__(self, handler: _FaultHandler, **kwargs: Any) -> None:
+        self.fault_server = handler.fault_server  # before aiosmtpd's __init__ reads `chunking`
+        self.handler = handler
+        self._hung_up = False
         super().__init__(handler, **kwargs)
-        self.fault_server = handler.fault_server
+        # aiosmtpd dispatches through this table; wrapping it counts what really arrived
+        self._smtp_methods = {
+            verb: self._counted(verb, method) for verb, method in self._smtp_methods.items()
+        }
+
+    def _counted(self, verb: str, method: Any) -> Any:
+        @functools.wraps(method)  # keeps the @syntax text HELP reads
+        async def counted(arg: str | None) -> None:
+            if self._hung_up:  # a buffered command after a hang-up: end the task now
+                raise asyncio.CancelledError
+            self.fault_server._command(verb)
+            await method(arg)
+
+        return counted
+
+    def _create_envelope(self) -> _Envelope:
+        return _Envelope()
+
+    def _transaction(self) -> _Envelope:
+        assert isinstance(self.envelope, _Envelope)
+        return self.envelope
+
+    async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802
+        """Postfix's 503 for MAIL inside a transaction (an open BDAT message included)."""
+        if self.session is not None and self.session.host_name and self._transaction().mail_from:
+            await self.push("503 5.5.1 Error: nested MAIL command")
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: N802
+        envelope = self._transaction()
+        if envelope.failed:
+            await self.push(NEED_RSET)
+            return
+        if envelope.bdat:
+            await self.push("503 5.5.1 Error: RCPT after BDAT")
+            return
+        await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        envelope = self._transaction()
+        if envelope.failed:
+            await self.push(NEED_RSET)
+            return
+        if envelope.bdat:
+            await self.push("503 5.5.1 Error: DATA after BDAT")
+            return
+        await super().smtp_DATA(arg)
+
+    @property
+    def chunking(self) -> bool:
+        """Whether BDAT is offered (HELP lists it only then)."""
+        return self.fault_server.chunking
+
+    @syntax("BDAT count [LAST]", when="chunking")
+    async def smtp_BDAT(self, arg: str | None) -> None:  # noqa: N802
+        """RFC 3030 chunks; see the module docstring for the replies (those of Postfix 3.7)."""
+        recorder = self.fault_server
+        if not self.chunking:  # what aiosmtpd says to a command it does not know
+            await self.push('500 Error: command "BDAT" not recognized')
+            return
+        size, last, well_formed = _parse_bdat(arg)
+        if size is None:
+            await self.push(BDAT_SYNTAX)
+            self._hang_up()  # where the chunk ends is unknowable
+            return
+        envelope = self._transaction()
+        refusal = None
+        if not well_formed:
+            refusal = BDAT_SYNTAX
+        elif self.session is None or not self.session.host_name:
+            refusal = "503 5.5.1 Error: send HELO/EHLO first"
+        elif envelope.failed:
+            refusal = NEED_RSET
+        elif not envelope.mail_from:
+            refusal = "503 5.5.1 Error: need MAIL command"
+        elif not envelope.rcpt_tos:
+            refusal = "554 5.5.1 Error: no valid recipients"
+        if refusal is not None:
+            if not await self._discard(size):
+                return
+            await self._refuse_bdat(refusal)
+            return
+        try:
+            chunk = await self._reader.readexactly(size)
+        except asyncio.IncompleteReadError:  # the client hung up inside its chunk
+            return
+        envelope.chunks.append(chunk)
+        if not last:
+            envelope.bdat = True
+            await self.push(f"250 2.0.0 Ok: {size} bytes")
+            return
+        content = b"".join(envelope.chunks)
+        envelope.chunks = []
+        envelope.content = envelope.original_content = content
+        reply = await self.handler._strike(self, "data", list(envelope.rcpt_tos))
+        if reply is not None:
+            await self._refuse_bdat(reply)
+            return
+        recorder._deliver(self.session, envelope)
+        self._set_post_data_state()
+        await self.push(f"250 2.0.0 Ok: {len(content)} bytes queued as {recorder._queue_id()}")
+
+    async def _discard(self, size: int) -> bool:
+        """Read and drop a refused chunk piece by piece; False if the client hung up first."""
+        while size > 0:
+            piece = await self._reader.read(min(size, _DISCARD_PIECE))
+            if not piece:
+                return False
+            size -= len(piece)
+        return True
+
+    async def _refuse_bdat(self, reply: str) -> None:
+        """Reset the transaction as Postfix does, or keep it failed (a stricter server)."""
+        envelope = self._transaction()
+        if self.fault_server.reset_after_failed_bdat or not envelope.mail_from:
+            self._set_rset_state()
+        else:
+            envelope.chunks = []
+            envelope.failed = True
+        await self.push(reply)
 
     async def _handle_client(self) -> None:
         # aiosmtpd sends the greeting at the top of _handle_client(): act before it.
@@ -235,8 +403,7 @@ class _FaultSMTP(SMTP):
             elif fault is not None:
                 if fault.kind == "reply":
                     await self.push(fault.reply)
-                    if self.transport is not None:
-                        self.transport.close()
+                    self._hang_up()
                 elif self.transport is not None:  # drop_before
                     self.transport.abort()
                 return
@@ -245,8 +412,22 @@ class _FaultSMTP(SMTP):
     async def push(self, status: str | bytes) -> None:
         await super().push(status)
         line = status if isinstance(status, str) else status.decode("utf-8", "replace")
-        if line[:3] == "421" and line[3:4] != "-" and self.transport is not None:
-            self.transport.close()  # RFC 5321 3.8: 421, then close the channel
+        if line[:3] == "421" and line[3:4] != "-":
+            self._hang_up()  # RFC 5321 3.8: 421, then close the channel
+
+    def _hang_up(self) -> None:
+        """Close after the replies already written, and read no more commands.
+
+        `transport.close()` alone lets aiosmtpd's loop go on with commands already in its
+        buffer (a pipelined window would still be served, even delivered); cancelling the
+        session task, as aiosmtpd's QUIT does, stops it at its next await. A buffered line
+        is read without awaiting, so `_counted` refuses to dispatch it.
+        """
+        self._hung_up = True
+        if self.transport is not None:
+            self.transport.close()
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
 
 
 class _FaultHandler:
@@ -256,10 +437,12 @@ class _FaultHandler:
         self.fault_server = fault_server
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001, ANN201, N802
-        """aiosmtpd reads pipelined commands fine; advertise PIPELINING when asked to."""
+        """aiosmtpd reads pipelined commands fine; advertise PIPELINING and CHUNKING when asked."""
         session.host_name = hostname
         if self.fault_server.pipelining:
             responses.insert(-1, "250-PIPELINING")
+        if self.fault_server.chunking:
+            responses.insert(-1, "250-CHUNKING")
         return responses
 
     async def _strike(self, server: SMTP, stage: Stage, addresses: Sequence[str]) -> str | None:
@@ -330,6 +513,10 @@ class FaultServer:
 
     Use it as a context manager, or call `start()` and `stop()`. Every list it exposes is a
     copy taken under a lock, so tests can read it while the server runs.
+
+    `chunking=True` offers CHUNKING and takes BDAT; PIPELINING is then offered too unless
+    `pipelining=False` is given (Postfix offers both; `pipelining` defaults to `chunking`).
+    `reset_after_failed_bdat` chooses what a refused BDAT leaves (module docstring).
     """
 
     def __init__(
@@ -338,10 +525,14 @@ class FaultServer:
         *,
         hostname: str = "127.0.0.1",
         enable_SMTPUTF8: bool = True,  # noqa: N803 (aiosmtpd's spelling)
-        pipelining: bool = False,
+        pipelining: bool | None = None,
+        chunking: bool = False,
+        reset_after_failed_bdat: bool = True,
     ) -> None:
         self.plan = plan if plan is not None else FaultPlan()
-        self.pipelining = pipelining
+        self.chunking = chunking
+        self.pipelining = chunking if pipelining is None else pipelining
+        self.reset_after_failed_bdat = reset_after_failed_bdat
         self.host = hostname
         self.port = free_port(hostname)
         self.armed = False  # faults and counting start once start() has returned
@@ -349,6 +540,8 @@ class FaultServer:
         self._delivered: list[Delivered] = []
         self._events: list[tuple[str, str, str]] = []
         self._connections = 0
+        self._commands: collections.Counter[str] = collections.Counter()
+        self._queued = 0
         self._errors: list[str] = []
         self._controller = _Controller(
             _FaultHandler(self),
@@ -384,6 +577,18 @@ class FaultServer:
             return self._connections
 
     @property
+    def commands(self) -> collections.Counter[str]:
+        """How many of each command verb the server got since start() ("BDAT", "DATA"...).
+
+        Counted as each command is dispatched, refused ones included, so a test can tell
+        which path a sender took. BDAT counts even when CHUNKING is off; verbs aiosmtpd does
+        not know (500 "not recognized") do not. The end-of-data "." and chunk bytes are not
+        commands.
+        """
+        with self._lock:
+            return collections.Counter(self._commands)
+
+    @property
     def errors(self) -> list[str]:
         """Unhandled errors of the server's event loop; empty unless something is broken."""
         with self._lock:
@@ -415,6 +620,17 @@ class FaultServer:
     def _opened(self) -> None:
         with self._lock:
             self._connections += 1
+
+    def _command(self, verb: str) -> None:
+        if self.armed:
+            with self._lock:
+                self._commands[verb] += 1
+
+    def _queue_id(self) -> str:
+        """A Postfix-looking queue id for the 250 to BDAT LAST, unique per server."""
+        with self._lock:
+            self._queued += 1
+            return f"{self._queued:010X}"
 
     def _event(self, stage: str, address: str, what: str) -> None:
         with self._lock:

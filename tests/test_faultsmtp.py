@@ -6,6 +6,7 @@ import asyncio
 import collections
 import gc
 import logging
+import re
 import smtplib
 import socket
 import time
@@ -28,8 +29,8 @@ def serve(caplog) -> Iterator[Callable[..., FaultServer]]:
     """Start FaultServers; afterwards check neither asyncio nor aiosmtpd complained."""
     servers: list[FaultServer] = []
 
-    def start(plan: FaultPlan | None = None) -> FaultServer:
-        server = FaultServer(plan).start()
+    def start(plan: FaultPlan | None = None, **options: bool) -> FaultServer:
+        server = FaultServer(plan, **options).start()
         servers.append(server)
         return server
 
@@ -87,10 +88,23 @@ class Raw:
 
     def reply(self) -> bytes:
         """The last line of the next reply, or b"" at end of stream."""
+        return self.lines()[-1]
+
+    def lines(self) -> list[bytes]:
+        """Every line of the next reply ([b""] at end of stream)."""
+        lines = []
         while True:
             line = self.file.readline()
+            lines.append(line.rstrip(b"\r\n"))
             if not line or line[3:4] != b"-":
-                return line.rstrip(b"\r\n")
+                return lines
+
+    def replies(self, count: int) -> list[bytes]:
+        """The last lines of the next `count` replies (a pipelined group's answers)."""
+        return [self.reply() for _ in range(count)]
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
 
     def command(self, text: str | bytes) -> bytes:
         self.sock.sendall(text if isinstance(text, bytes) else text.encode() + b"\r\n")
@@ -431,3 +445,340 @@ def test_context_manager_and_validation():
     with pytest.raises(ValueError, match="rate"):
         FaultPlan(rate=1.5)
     assert Fault("rcpt", "reply", 499).message == "4.0.0 Temporary failure"
+
+
+# -- BDAT (RFC 3030), pipelined windows and pipelined DATA ----------------------------------
+# Every case writes the bytes itself, in the groups a streaming sender writes them, and reads
+# the replies back in order: what Postfix 3.7's smtpd answers to the same bytes.
+
+QUEUED = re.compile(rb"250 2\.0\.0 Ok: (\d+) bytes queued as [0-9A-F]+")
+NEED_MAIL = b"503 5.5.1 Error: need MAIL command"
+NO_RECIPIENTS = b"554 5.5.1 Error: no valid recipients"
+NESTED = b"503 5.5.1 Error: nested MAIL command"
+NEED_RSET = b"503 5.5.1 Error: transaction failed, send RSET"
+
+
+def body(number: int) -> bytes:
+    """A message whose bytes would confuse a server that parsed chunks as commands or dots."""
+    return (
+        f"From: {SENDER}\r\nTo: r{number}@example.com\r\nSubject: Number {number}\r\n\r\n"
+        "MAIL FROM:<spoof@example.com>\r\n.\r\nQUIT\r\n..dotted\r\n"
+    ).encode()
+
+
+def bdat_message(number: int) -> bytes:
+    """MAIL, RCPT and one `BDAT n LAST` with its chunk: one message of a window."""
+    data = body(number)
+    head = f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<r{number}@example.com>\r\nBDAT {len(data)} LAST\r\n"
+    return head.encode() + data
+
+
+def window(*numbers: int) -> bytes:
+    return b"".join(bdat_message(number) for number in numbers)
+
+
+def queued(reply: bytes, number: int) -> bool:
+    """The 250 to BDAT LAST, for the whole of message `number`."""
+    match = QUEUED.fullmatch(reply)
+    return match is not None and int(match[1]) == len(body(number))
+
+
+def ok_replies(*numbers: int) -> list[bytes | int]:
+    """What a window of whole messages gets: 250, 250 and a queued 250 each (ints: queued)."""
+    return [item for number in numbers for item in (b"250 OK", b"250 OK", number)]
+
+
+def matches(replies: list[bytes], expected: list[bytes | int]) -> bool:
+    return len(replies) == len(expected) and all(
+        queued(got, want) if isinstance(want, int) else got == want
+        for got, want in zip(replies, expected, strict=True)
+    )
+
+
+def delivered_numbers(server: FaultServer) -> list[int]:
+    numbers = []
+    for item in server.delivered:
+        [rcpt] = item.rcpt_tos
+        number = int(rcpt[1:].split("@")[0])
+        assert item.data == body(number), "the chunk was recorded byte for byte"
+        numbers.append(number)
+    return numbers
+
+
+def chunking_session(server: FaultServer) -> Raw:
+    raw = Raw(server)
+    assert raw.command("EHLO client.test").startswith(b"250 ")
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("options", "offered"),
+    [
+        ({}, set()),
+        ({"pipelining": True}, {b"PIPELINING"}),
+        ({"chunking": True}, {b"PIPELINING", b"CHUNKING"}),
+        ({"chunking": True, "pipelining": False}, {b"CHUNKING"}),
+    ],
+)
+def test_ehlo_offers_chunking_and_pipelining(serve, options, offered):
+    raw = Raw(serve(**options))
+    try:
+        raw.send(b"EHLO client.test\r\n")
+        keywords = {line[4:] for line in raw.lines()}
+        assert keywords & {b"PIPELINING", b"CHUNKING"} == offered
+        help_bdat = raw.command("HELP BDAT")
+        assert (help_bdat == b"250 Syntax: BDAT count [LAST]") == (b"CHUNKING" in offered)
+    finally:
+        raw.close()
+
+
+def test_a_window_of_four_bdat_messages_in_one_write(serve):
+    server = serve(chunking=True)
+    raw = chunking_session(server)
+    try:
+        raw.send(window(0, 1, 2, 3))  # 12 commands and 4 chunks, no wait between them
+        replies = raw.replies(12)
+        assert matches(replies, ok_replies(0, 1, 2, 3)), replies
+        assert raw.command("NOOP") == b"250 OK"  # the chunks' "QUIT" lines were never commands
+    finally:
+        raw.close()
+    assert delivered_numbers(server) == [0, 1, 2, 3]
+    assert server.commands == {"EHLO": 1, "MAIL": 4, "RCPT": 4, "BDAT": 4, "NOOP": 1}
+    assert [event for event in server.events if event[0] == "data"] == [
+        ("data", f"r{number}@example.com", "ok") for number in range(4)
+    ]
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["postfix", "strict"])
+def test_a_refused_rcpt_in_the_middle_of_a_window(serve, reset):
+    plan = FaultPlan(per_address={"r1@example.com": Fault("rcpt", "reply", 550)})
+    server = serve(plan, chunking=True, reset_after_failed_bdat=reset)
+    raw = chunking_session(server)
+    try:
+        raw.send(window(0, 1, 2, 3))
+        refused = [b"250 OK", b"550 5.1.1 Mailbox unavailable", NO_RECIPIENTS]
+        if reset:  # Postfix: the refused BDAT ended the transaction, the window goes on
+            expected = ok_replies(0) + refused + ok_replies(2, 3)
+        else:  # strict: nothing goes until the client sends RSET
+            expected = ok_replies(0) + refused + [NESTED, NEED_RSET, NEED_RSET] * 2
+        replies = raw.replies(12)
+        assert matches(replies, expected), replies
+        if not reset:
+            assert raw.command("RSET") == b"250 OK"
+            raw.send(window(2, 3))
+            replies = raw.replies(6)
+            assert matches(replies, ok_replies(2, 3)), replies
+    finally:
+        raw.close()
+    assert delivered_numbers(server) == [0, 2, 3]
+    assert server.commands["BDAT"] == (4 if reset else 6)
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["postfix", "strict"])
+def test_a_451_at_bdat_last(serve, reset):
+    plan = FaultPlan(per_address={"r1@example.com": Fault("data", "reply", 451)})
+    server = serve(plan, chunking=True, reset_after_failed_bdat=reset)
+    raw = chunking_session(server)
+    try:
+        raw.send(window(0, 1, 2))
+        failed = [b"250 OK", b"250 OK", b"451 4.3.0 Local error in processing, try again later"]
+        after = ok_replies(2) if reset else [NESTED, NEED_RSET, NEED_RSET]
+        replies = raw.replies(9)
+        assert matches(replies, ok_replies(0) + failed + after), replies
+    finally:
+        raw.close()
+    assert delivered_numbers(server) == ([0, 2] if reset else [0])
+    outcomes = [(address, what) for stage, address, what in server.events if stage == "data"]
+    assert outcomes == [("r0@example.com", "ok"), ("r1@example.com", "reply 451")] + (
+        [("r2@example.com", "ok")] if reset else []
+    )
+
+
+@pytest.mark.parametrize("kind", ["drop_before", "drop_after"])
+def test_a_drop_at_bdat_last_loses_the_rest_of_the_window(serve, kind):
+    plan = FaultPlan(per_address={"r1@example.com": Fault("data", kind)})
+    server = serve(plan, chunking=True)
+    raw = chunking_session(server)
+    try:
+        raw.send(window(0, 1, 2))
+        replies = raw.replies(6)
+        assert matches(replies, ok_replies(0) + [b"250 OK", b"250 OK", b""]), replies
+        assert raw.at_eof()  # no reply to r1's BDAT, nothing for r2
+    finally:
+        raw.close()
+    assert delivered_numbers(server) == ([0, 1] if kind == "drop_after" else [0])
+    assert server.commands["MAIL"] == 2  # r2's commands were never read
+    assert server.events[-1] == ("data", "r1@example.com", kind)
+
+
+@pytest.mark.parametrize("chunking", [True, False], ids=["bdat", "data"])
+def test_a_421_ends_the_session_before_what_was_pipelined_after_it(serve, chunking):
+    plan = FaultPlan(per_address={"r0@example.com": Fault("data", "reply", 421)})
+    server = serve(plan, chunking=chunking, pipelining=True)
+    raw = chunking_session(server)
+    try:
+        if chunking:
+            raw.send(window(0, 1))
+            replies = raw.replies(3)
+        else:
+            raw.send(_data_envelope(0))
+            assert raw.replies(3)[2].startswith(b"354")
+            raw.send(_stuffed(0) + _data_envelope(1) + _stuffed(1))
+            replies = [raw.reply()]
+        assert replies[-1].startswith(b"421 4.3.2")
+        assert raw.at_eof()
+    finally:
+        raw.close()
+    assert server.delivered == []
+    assert server.commands["MAIL"] == 1  # message 1 was in the server's buffer, never served
+
+
+def test_bdat_chunks_without_last_accumulate_across_writes(serve):
+    server = serve(chunking=True)
+    raw = chunking_session(server)
+    big = b"".join(b"line %06d of a long message\r\n" % n for n in range(8_000))  # ~260 KB
+    try:
+        raw.send(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<r0@example.com>\r\n".encode())
+        assert raw.replies(2) == [b"250 OK", b"250 OK"]
+        raw.send(b"BDAT 12\r\nSubject: ")  # a chunk split across writes
+        time.sleep(0.05)
+        raw.send(b"x\r\n")
+        assert raw.reply() == b"250 2.0.0 Ok: 12 bytes"
+        raw.send(b"BDAT %d\r\n" % (len(big) + 2) + b"\r\n" + big[:1000])
+        time.sleep(0.05)
+        raw.send(big[1000:] + b"BDAT 0 LAST\r\n")
+        replies = raw.replies(2)
+        assert replies[0] == b"250 2.0.0 Ok: %d bytes" % (len(big) + 2)
+        match = QUEUED.fullmatch(replies[1])
+        assert match is not None and int(match[1]) == 14 + len(big)
+    finally:
+        raw.close()
+    [item] = server.delivered
+    assert item.data == b"Subject: x\r\n\r\n" + big
+    assert item.message["Subject"] == "x"
+
+
+REFUSED_CHUNKS = {
+    # name: (commands before, their replies, the BDAT's reply)
+    "no MAIL": (b"", [], NEED_MAIL),
+    "no valid RCPT": (
+        f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<gone@example.com>\r\n".encode(),
+        [b"250 OK", b"550 5.1.1 Mailbox unavailable"],
+        NO_RECIPIENTS,
+    ),
+    "no RCPT at all": (f"MAIL FROM:<{SENDER}>\r\n".encode(), [b"250 OK"], NO_RECIPIENTS),
+    "not LAST": (b"", [], b"501 5.5.4 Syntax: BDAT count [LAST]"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_CHUNKS))
+@pytest.mark.parametrize("reset", [True, False], ids=["postfix", "strict"])
+def test_a_refused_bdat_still_swallows_its_chunk(serve, case, reset):
+    plan = FaultPlan(per_address={"gone@example.com": Fault("rcpt", "reply", 550)})
+    server = serve(plan, chunking=True, reset_after_failed_bdat=reset)
+    before, their_replies, refusal = REFUSED_CHUNKS[case]
+    keyword = b"FINAL" if case == "not LAST" else b"LAST"
+    raw = chunking_session(server)
+    try:
+        raw.send(before + b"BDAT 12 " + keyword + b"\r\nQUIT\r\nRSET\r\nNOOP\r\n")
+        replies = raw.replies(len(their_replies) + 2)
+        assert replies == [*their_replies, refusal, b"250 OK"]  # NOOP: read as a command
+        next_mail = raw.command(f"MAIL FROM:<{SENDER}>")
+        kept = not reset and before  # strict, and a transaction was open
+        assert next_mail == (NESTED if kept else b"250 OK")
+    finally:
+        raw.close()
+    assert server.commands["QUIT"] == server.commands["RSET"] == 0
+    assert server.delivered == []
+
+
+def test_bdat_before_ehlo_is_refused_and_its_chunk_swallowed(serve):
+    raw = Raw(serve(chunking=True))
+    try:
+        raw.send(b"BDAT 6 LAST\r\nQUIT\r\nNOOP\r\n")
+        assert raw.replies(2) == [b"503 5.5.1 Error: send HELO/EHLO first", b"250 OK"]
+    finally:
+        raw.close()
+
+
+def test_a_bdat_size_that_is_not_a_number_closes_the_connection(serve):
+    server = serve(chunking=True)
+    raw = chunking_session(server)
+    try:
+        raw.send(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<r0@example.com>\r\n".encode())
+        raw.send(b"BDAT ten LAST\r\nNOOP\r\n")
+        assert raw.replies(3) == [b"250 OK", b"250 OK", b"501 5.5.4 Syntax: BDAT count [LAST]"]
+        assert raw.at_eof()
+    finally:
+        raw.close()
+    assert server.commands["NOOP"] == 0
+
+
+def test_data_rcpt_and_mail_while_a_bdat_message_is_open(serve):
+    server = serve(chunking=True)
+    raw = chunking_session(server)
+    try:
+        raw.send(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<r0@example.com>\r\nBDAT 5\r\nHi.\r\n".encode())
+        assert raw.replies(3) == [b"250 OK", b"250 OK", b"250 2.0.0 Ok: 5 bytes"]
+        assert raw.command("DATA") == b"503 5.5.1 Error: DATA after BDAT"
+        assert raw.command(f"MAIL FROM:<{SENDER}>") == NESTED
+        assert raw.command("RCPT TO:<r9@example.com>") == b"503 5.5.1 Error: RCPT after BDAT"
+        raw.send(b"BDAT 3 LAST\r\nBye")  # the open message was never disturbed
+        match = QUEUED.fullmatch(raw.reply())
+        assert match is not None and match[1] == b"8"
+        # RSET drops an open BDAT message: its later chunks find no transaction
+        raw.send(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<r1@example.com>\r\nBDAT 2\r\nab".encode())
+        assert raw.replies(3) == [b"250 OK", b"250 OK", b"250 2.0.0 Ok: 2 bytes"]
+        assert raw.command("RSET") == b"250 OK"
+        raw.send(b"BDAT 2 LAST\r\ncd")
+        assert raw.reply() == NEED_MAIL
+    finally:
+        raw.close()
+    [item] = server.delivered
+    assert (item.rcpt_tos, item.data) == (("r0@example.com",), b"Hi.\r\nBye")
+
+
+def test_bdat_on_a_server_without_chunking_is_unknown_and_its_chunk_read_as_commands(serve):
+    server = serve(pipelining=True)
+    raw = chunking_session(server)
+    try:
+        raw.send(b"BDAT 6 LAST\r\nNOOP\r\n")
+        assert raw.replies(2) == [b'500 Error: command "BDAT" not recognized', b"250 OK"]
+    finally:
+        raw.close()
+    assert server.commands["BDAT"] == server.commands["NOOP"] == 1
+
+
+def test_data_still_works_with_chunking_on(serve):
+    server = serve(chunking=True)
+    assert send(server, "r0@example.com", message=body(0)) == {}  # aiosmtplib: no BDAT
+    assert delivered_numbers(server) == [0]
+    assert server.commands["DATA"] == 1 and server.commands["BDAT"] == 0
+
+
+def _data_envelope(number: int) -> bytes:
+    return f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<r{number}@example.com>\r\nDATA\r\n".encode()
+
+
+def _stuffed(number: int) -> bytes:
+    """body(number) as it travels in DATA: dot-stuffed, then the final dot."""
+    return body(number).replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+@pytest.mark.parametrize("chunking", [False, True], ids=["plain", "chunking"])
+def test_a_body_end_and_the_next_envelope_in_one_write_over_data(serve, chunking):
+    server = serve(chunking=chunking, pipelining=True)
+    raw = chunking_session(server)
+    try:
+        raw.send(_data_envelope(0))
+        assert raw.replies(3) == [b"250 OK", b"250 OK", b"354 End data with <CR><LF>.<CR><LF>"]
+        raw.send(_stuffed(0) + _data_envelope(1))  # RFC 2920: the content starts a group
+        replies = raw.replies(4)
+        assert replies[0] == b"250 2.0.0 Ok: queued"
+        assert replies[1:] == [b"250 OK", b"250 OK", b"354 End data with <CR><LF>.<CR><LF>"]
+        raw.send(_stuffed(1) + b"QUIT\r\n")
+        assert raw.replies(2) == [b"250 2.0.0 Ok: queued", b"221 Bye"]
+    finally:
+        raw.close()
+    assert delivered_numbers(server) == [0, 1]
+    assert server.commands == {"EHLO": 1, "MAIL": 2, "RCPT": 2, "DATA": 2, "QUIT": 1}
