@@ -206,3 +206,55 @@ def test_several_worker_processes_send_each_message_once(crash_env, smtp_server,
     assert delivery_counts(crash_env) == {"sent": 900}
     # more than one process really sent: each process holds its own connections
     assert len({item.peer for item in smtp_server.received}) > CONCURRENCY
+
+
+def postfix_queue_empty(relay) -> bool:
+    queue = relay.directory / "queue"
+    return not any(
+        path.is_file()
+        for name in ("maildrop", "incoming", "active", "deferred")
+        for path in (queue / name).rglob("*")
+    )
+
+
+def test_sigkill_through_a_real_postfix_over_bdat_doubles_at_most_the_window(
+    crash_env, smtp_server, tmp_path
+):
+    """The same kills, through a real Postfix smtpd that offers CHUNKING: each connection
+    has up to PIPELINE_WINDOW messages on the wire, so a kill may double up to
+    CONCURRENCY x PIPELINE_WINDOW, and never loses one. Postfix hands on to `smtp_server`."""
+    from postfixserver import postfix_server
+
+    emails = write_list(tmp_path / "list.csv", 1500)
+    crash_env.run("subscribers", "import", str(tmp_path / "list.csv"))
+    with postfix_server(
+        relayhost=f"[127.0.0.1]:{smtp_server.port}", default_transport="smtp"
+    ) as relay:
+        env = Cli(crash_env, NEWSLETTER_SMTP_PORT=str(relay.port))
+        rng = random.Random(20261202)
+        kills = 0
+        for round_ in range(3):
+            target = len(smtp_server.received) + rng.randint(100, 300)
+            process = env.start("send", "--date", DAY, log=tmp_path / f"bdat{round_}.log")
+            progressed = wait_until(
+                lambda p=process, t=target: len(smtp_server.received) >= t or p.poll() is not None,
+                60,
+            )
+            assert progressed, relay.log()[-2000:]
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+            process.wait(timeout=30)
+        assert kills >= 2, "the sends ended before they could be killed; the test proves little"
+        final = env.run("send", "--date", DAY)
+        assert "failed 0" in final.stdout
+        assert wait_until(lambda: postfix_queue_empty(relay), 60), "Postfix kept mail queued"
+        assert " bdat=" in relay.log() and " data=" not in relay.log()  # BDAT, never DATA
+
+    counts = Counter(smtp_server.recipients())
+    missed = set(emails) - set(counts)
+    duplicates = sum(n - 1 for n in counts.values())
+    print(f"\n{kills} kills through Postfix, {duplicates} duplicates (bound {kills * IN_FLIGHT})")
+    assert not missed
+    assert duplicates <= kills * IN_FLIGHT
+    assert delivery_counts(crash_env) == {"sent": 1500}
