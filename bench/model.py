@@ -32,6 +32,10 @@ class Plan:
     dkim: tuple[int, int, int] = (10_000, 20, 3)  # (N, CONCURRENCY, runs) signed
     dkim_seconds: float = 3.0  # per micro-measure of bench/dkim_speed.py
     budget: float = 0.0  # seconds for the whole run; extras run while they fit (0: none)
+    million: int = 1_000_000  # the big list: import, time to queue, a send (bench/million.py)
+    million_send_seconds: float = 60.0  # its send is stopped after this (a full one: ~20 min)
+    million_full: bool = False  # `--million-full`: send to the whole big list instead
+    pg_workers_n: int = 100_000  # the list two sender processes share on PostgreSQL
 
 
 FULL = Plan(
@@ -57,6 +61,9 @@ QUICK = Plan(
     profile_n=200,
     dkim=(300, 20, 1),
     dkim_seconds=0.3,
+    million=3_000,
+    million_send_seconds=2.0,
+    pg_workers_n=500,
 )
 
 
@@ -175,6 +182,8 @@ class Results:
     budget: float = 0.0
     code: dict = field(default_factory=dict)
     code_after: dict = field(default_factory=dict)  # the same at the end: did it change?
+    million: dict = field(default_factory=dict)  # bench/million.py's run_million
+    pg_workers: dict = field(default_factory=dict)  # bench/million.py's run_pg_workers
 
 
 def grouped(runs: list, key: Callable) -> dict:

@@ -51,6 +51,7 @@ from pathlib import Path
 
 from bench import dkim_speed
 from bench.articles import write_day
+from bench.million import run_million, run_pg_workers
 from bench.model import (
     DELAY,
     FULL,
@@ -66,7 +67,7 @@ from bench.model import (
     median,
     save,
 )
-from bench.report import report
+from bench.report import report, report_only
 from bench.sink import Sink, find_tool, run_source, wait_usage
 from newsletter.store.migrate import upgrade
 
@@ -663,6 +664,8 @@ def run_plan(plan: Plan, workdir: Path) -> Results:
     results.profile = summarize_profile(profile_path)
     log(f"profiled a send of {plan.profile_n:,} at C=20")
     run_extras(plan, space, results, started)
+    run_million(plan, space, results)
+    run_pg_workers(plan, space, results)
     results.interruptions = list(INTERRUPTIONS)
     results.loads = list(LOADS)
     results.load_after = os.getloadavg()
@@ -762,6 +765,30 @@ def run_extras(plan: Plan, space: Workspace, results: Results, started: float) -
             )
 
 
+def run_sections(plan: Plan, workdir: Path, names: list[str]) -> Results:
+    """Only sections 8 and/or 9 (`--sections million,pg-workers`): the workspace they need
+    (the articles, the stored edition) and nothing else measured."""
+    started = time.monotonic()
+    results = Results(
+        plan=plan.name,
+        started=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        machine=machine_info(),
+        edition={},
+        load_before=os.getloadavg(),
+        code=code_version(),
+    )
+    space = prepare(workdir, [])
+    results.edition = {"html_bytes": space.html_bytes, "message_bytes": space.message_bytes}
+    if "million" in names:
+        run_million(plan, space, results)
+    if "pg-workers" in names:
+        run_pg_workers(plan, space, results)
+    results.load_after = os.getloadavg()
+    results.code_after = code_version()
+    results.seconds = time.monotonic() - started
+    return results
+
+
 def code_version() -> dict:
     """Which code was measured: the commit HEAD names (read from .git, no git command run)
     and a digest of the send path's sources, which also changes with uncommitted edits."""
@@ -810,6 +837,16 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help=f"seconds for the full run; extras run while they fit (default {FULL.budget:.0f})",
     )
+    parser.add_argument(
+        "--million-full",
+        action="store_true",
+        help="section 8 sends to the whole 1,000,000 list (~20 minutes more), not a minute of it",
+    )
+    parser.add_argument(
+        "--sections",
+        help="measure only these (comma-separated: million, pg-workers); the report goes to "
+        "--output (default var/bench/sections.md), BENCHMARKS.md is left alone",
+    )
     args = parser.parse_args(argv)
     if args.from_json:
         results, plan = load(args.from_json)
@@ -828,6 +865,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.million_full:
+        plan = dataclasses.replace(plan, million_full=True)
+    if args.sections:
+        return main_sections(plan, args)
     output = args.output or ROOT / "BENCHMARKS.md"
     raw = args.json or ROOT / "var" / "bench" / f"{plan.name}.json"
     workdir = Path(tempfile.mkdtemp(prefix="newsletter-bench-"))
@@ -839,6 +880,32 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["rm", "-rf", str(workdir)], check=False)
     text = report(results, plan)
     save(results, raw)
+    output.write_text(text, encoding="utf-8")
+    print(text)
+    log(f"wrote {output} and {raw} in {results.seconds:.0f}s")
+    return 0
+
+
+def main_sections(plan: Plan, args: argparse.Namespace) -> int:
+    """`--sections`: run the named sections only and write their report apart."""
+    names = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = sorted(set(names) - {"million", "pg-workers"})
+    if unknown:
+        known = "million, pg-workers"
+        print(f"error: unknown section(s) {', '.join(unknown)}: {known}", file=sys.stderr)
+        return 2
+    output = args.output or ROOT / "var" / "bench" / "sections.md"
+    raw = args.json or ROOT / "var" / "bench" / f"{plan.name}-sections.json"
+    workdir = Path(tempfile.mkdtemp(prefix="newsletter-bench-"))
+    log(f"{plan.name} plan, sections {', '.join(names)}; work dir {workdir}")
+    try:
+        results = run_sections(plan, workdir, names)
+    finally:
+        if not args.keep:
+            subprocess.run(["rm", "-rf", str(workdir)], check=False)
+    text = report_only(results, plan)
+    save(results, raw)
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
     print(text)
     log(f"wrote {output} and {raw} in {results.seconds:.0f}s")

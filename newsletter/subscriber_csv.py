@@ -368,6 +368,8 @@ def _filled(cells: list[str]) -> bool:
 
 def _unguard(value: str) -> str:
     """Undo the export's formula guard: `'=x` read back is `=x`, `a;'=x` is `a;=x`."""
+    if "'" not in value:  # every guard is a `'`: most cells need no regex at all
+        return value
     return _GUARDED.sub(lambda found: found.group(1) or found.group(2) or "", value)
 
 

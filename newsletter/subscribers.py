@@ -35,7 +35,7 @@ from newsletter.subscriber_csv import parse_csv, write_csv
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 1000  # rows per import transaction: big enough for speed, small enough to lose little
+BATCH_SIZE = 5000  # rows per import transaction: 1000 spent a fifth of the writing in commits
 EXPORT_COLUMNS = ("email", "name", "status", "source", "created_at")
 
 

@@ -30,10 +30,12 @@ SECTIONS = (
     "## 5. Memory growth",
     "## 6. Where the time goes",
     "## 7. DKIM signing on and off",
+    "## 8. 1,000,000 subscribers",
+    "## 9. Two sender processes on PostgreSQL",
     "## Method",
     "## What was reduced, and why",
 )
-MEASURED = SECTIONS[:9]  # each of these holds a table with at least one row of figures
+MEASURED = SECTIONS[:11]  # each of these holds a table with at least one row of figures
 
 
 def _tool(name: str) -> str | None:
@@ -81,3 +83,10 @@ def test_quick_benchmark_report_has_every_section(tmp_path: Path) -> None:
     assert {run["dkim"] for run in figures["signed"]} == {"rsa", "rsa+ed25519"}
     assert "compose, dkim rsa-2048" in figures["dkim_speed"]
     assert all(run["sent"] == run["n"] for run in figures["ours"] + figures["slow"])
+    big = figures["million"]
+    assert big["queue"]["queued"] == big["n"] and big["queue"]["rerun_queued"] == 0
+    assert 0 < big["send"]["sent"] <= big["send"]["sink_messages"] and big["send"]["rss"]
+    pg = figures["pg_workers"]
+    if not pg.get("skipped"):
+        assert [run["workers"] for run in pg["runs"]] == [1, 2]
+        assert all(run["sent"] == run["sink_messages"] == pg["n"] for run in pg["runs"])

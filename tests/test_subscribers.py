@@ -249,6 +249,66 @@ def test_a_hundred_thousand_rows_import_with_correct_counts(engine: Engine, tmp_
 # Export
 
 
+def test_an_imported_row_is_stored_exactly_as_a_single_add_stores_it(engine: Engine) -> None:
+    """The import writes at the driver's level; every column must read back as the ORM's add."""
+    store.insert_subscriber(engine, "one@example.com", "Ann", source="import:x.csv")
+    upsert_imported(
+        engine,
+        [ImportRow("Two@Example.com", "Bo"), ImportRow("u@example.com", "", UNSUBSCRIBED)],
+        "import:x.csv",
+    )
+    with engine.connect() as conn:
+        rows = {row.email_key: row for row in conn.execute(select(subscribers))}
+    one, two, gone = rows["one@example.com"], rows["two@example.com"], rows["u@example.com"]
+    assert (two.email, two.name, two.status, two.source) == (
+        "Two@Example.com",
+        "Bo",
+        "active",
+        "import:x.csv",
+    )
+    for column in ("created_at", "updated_at", "confirmed_at"):
+        assert type(getattr(two, column)) is type(getattr(one, column)) is type(utcnow())
+        assert abs((getattr(two, column) - getattr(one, column)).total_seconds()) < 60
+    assert two.created_at == two.updated_at == two.confirmed_at and two.unsubscribed_at is None
+    assert two.bounce_count == 0 and gone.confirmed_at is None
+    assert gone.status == "unsubscribed" and gone.unsubscribed_at == gone.created_at
+    assert store.get_subscriber(engine, "TWO@example.com").created_at == two.created_at
+
+
+def test_an_address_added_meanwhile_is_merged_not_inserted_twice(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the batch's lookup and its insert another process may add an address: the insert
+    skips it (ON CONFLICT) and the merge counts it, whatever the chunking of the insert."""
+    from newsletter.store import imports
+
+    monkeypatch.setattr(imports, "_INSERT_ROWS", 7)
+    original = imports._select_by_keys
+    calls = []
+
+    def lookup_then_race(conn, keys):  # noqa: ANN001, ANN202
+        found = original(conn, keys)
+        if not calls:  # the first lookup: another sender adds two addresses right after it
+            conn.execute(
+                insert(subscribers),
+                [
+                    store.new_row(a, "", status, "web", utcnow())
+                    for a, status in (("r3@example.com", ACTIVE), ("r20@example.com", UNSUBSCRIBED))
+                ],
+            )
+        calls.append(keys)
+        return found
+
+    monkeypatch.setattr(imports, "_select_by_keys", lookup_then_race)
+    rows = [ImportRow(f"r{n}@example.com", f"R {n}") for n in range(30)]
+    counts = upsert_imported(engine, rows, "import:r.csv")
+    assert (counts.added, counts.updated, counts.kept_unsubscribed) == (28, 1, 1)
+    assert calls[1] == ["r3@example.com", "r20@example.com"]
+    assert store.count_by_status(engine)[ACTIVE] == 29
+    assert store.get_subscriber(engine, "r3@example.com").name == "R 3"
+    assert status_of(engine, "r20@example.com") is UNSUBSCRIBED
+
+
 def test_export_then_import_roundtrips(engine: Engine, tmp_path: Path, new_database_url) -> None:
     import_csv(engine, EXAMPLE, source="example")
     add_subscriber(engine, "-dash@example.com", '=HYPERLINK("x"), "quoted"', source="+web")
