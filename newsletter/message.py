@@ -35,11 +35,13 @@ encodes and checks every value from input. The bodies are quoted-printable from
 
 from __future__ import annotations
 
+import random
 import re
 import secrets
 import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import lru_cache
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, InputError
@@ -62,7 +64,13 @@ from newsletter.headers import (
 from newsletter.models import Recipient
 from newsletter.quoted_printable import encode_text
 
-__all__ = ["assemble_message", "build_message", "feedback_id_header", "make_message_id"]
+__all__ = [
+    "EditionFrame",
+    "assemble_message",
+    "build_message",
+    "feedback_id_header",
+    "make_message_id",
+]
 
 # RFC 2046 §5.1.1 bchars without the space, after "=_" (never in quoted-printable text)
 _BOUNDARY_RE = re.compile(r"=_[0-9A-Za-z'()+_,./:=?-]{1,68}")
@@ -74,6 +82,7 @@ _TEXT_PART = _PART_HEADERS.format("plain")
 # One Feedback-ID field: stable ASCII with no colon (the separator) and no space
 _FEEDBACK_FIELD_RE = re.compile(r"[A-Za-z0-9._-]+")
 _HTML_PART = _PART_HEADERS.format("html")
+_boundaries = random.Random()  # seeded from os.urandom
 
 
 def make_message_id(domain: str) -> str:
@@ -150,51 +159,96 @@ def assemble_message(
     naming the recipient when their address, an unsubscribe URI or the Message-ID cannot be
     written safely into a header, or when `boundary` is not one.
     """
-    where = _recipient_label(recipient)
-    address = checked(recipient.email, "email address", ADDRESS_RE, MAX_ADDRESS, where)
-    url = checked(unsubscribe_url, "unsubscribe URL", HTTP_RE, MAX_URL, where)
-    mailto = unsubscribe_mailto
-    if not mailto.strip().lower().startswith("mailto:"):
-        mailto = "mailto:" + mailto.strip()
-    mailto = checked(mailto, "unsubscribe mailto", MAILTO_RE, MAX_URL, where)
-    message_id = checked_message_id(message_id, settings.sender_domain, where)
-    unsubscribe = f"List-Unsubscribe: <{url}>, <{mailto}>"
-    if len(unsubscribe) > MAX_LINE:
-        unsubscribe = f"List-Unsubscribe: <{url}>,\r\n <{mailto}>"
-    boundary = checked_boundary(boundary, where)
     if campaign is None:
         campaign = (date or datetime.now(UTC)).date().isoformat()
-    feedback = feedback_id_header(settings, campaign, "edition")
-    if settings.cfbl_address:
-        feedback += "\r\n" + cfbl_header(settings.cfbl_address)
-    head = "\r\n".join(
-        (
-            from_header(settings.from_name, settings.from_address),
-            address_header("To", clean_header_text(recipient.name), address),
-            subject_header(subject),
-            date_header(date),
-            f"Message-ID: {message_id}",
-            list_id_header(settings.name, settings.list_id),
-            unsubscribe,
-            "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-            feedback,
-            "Precedence: bulk",
-            "MIME-Version: 1.0",
-            f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"',
-            "",
-            f"--{boundary}",
-            _TEXT_PART,
-        )
+    frame = EditionFrame(settings, subject, campaign)
+    head, middle, end = frame.around_parts(
+        recipient,
+        unsubscribe_url=unsubscribe_url,
+        unsubscribe_mailto=unsubscribe_mailto,
+        message_id=message_id,
+        date=date,
+        boundary=boundary,
     )
-    return b"".join(
-        (
+    return b"".join((head, text_qp, middle, html_qp, end))
+
+
+class EditionFrame:
+    """What every recipient's message of one edition has in common, made once: the From,
+    Subject and List-Id lines and the block from List-Unsubscribe-Post to the top
+    Content-Type. `around_parts` adds one recipient's lines; the parts go between.
+
+    A send builds one per edition (`compose.EditionComposer`), so per message the headers
+    cost the recipient's own lines and one join; `assemble_message` builds one per call.
+    A Feedback-ID field or CFBL address that cannot be written raises here, as it does
+    from `assemble_message`.
+    """
+
+    def __init__(self, settings: Settings, subject: str, campaign: str) -> None:
+        feedback = feedback_id_header(settings, campaign, "edition")
+        if settings.cfbl_address:
+            feedback += "\r\n" + cfbl_header(settings.cfbl_address)
+        self.sender_domain = settings.sender_domain
+        self.from_line = from_header(settings.from_name, settings.from_address)
+        self.subject_line = subject_header(subject)
+        self.list_id_line = list_id_header(settings.name, settings.list_id)
+        self.after_unsubscribe = "\r\n".join(
+            (
+                "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+                feedback,
+                "Precedence: bulk",
+                "MIME-Version: 1.0",
+                "Content-Type: multipart/alternative;\r\n boundary=",
+            )
+        )
+
+    def around_parts(
+        self,
+        recipient: Recipient,
+        *,
+        unsubscribe_url: str,
+        unsubscribe_mailto: str,
+        message_id: str | None = None,
+        date: datetime | None = None,
+        boundary: str | None = None,
+    ) -> tuple[bytes, bytes, bytes]:
+        """(the headers and the text part's own, what goes between the text and the HTML
+        part, the end): the message is `head + text_qp + middle + html_qp + end`.
+
+        The arguments are `assemble_message`'s, with the same checks and errors.
+        """
+        where = _recipient_label(recipient)
+        address = checked(recipient.email, "email address", ADDRESS_RE, MAX_ADDRESS, where)
+        url = checked(unsubscribe_url, "unsubscribe URL", HTTP_RE, MAX_URL, where)
+        mailto = unsubscribe_mailto
+        if not mailto.strip().lower().startswith("mailto:"):
+            mailto = "mailto:" + mailto.strip()
+        mailto = checked(mailto, "unsubscribe mailto", MAILTO_RE, MAX_URL, where)
+        message_id = checked_message_id(message_id, self.sender_domain, where)
+        unsubscribe = f"List-Unsubscribe: <{url}>, <{mailto}>"
+        if len(unsubscribe) > MAX_LINE:
+            unsubscribe = f"List-Unsubscribe: <{url}>,\r\n <{mailto}>"
+        boundary = checked_boundary(boundary, where)
+        head = "\r\n".join(
+            (
+                self.from_line,
+                address_header("To", clean_header_text(recipient.name), address),
+                self.subject_line,
+                date_header(date),
+                f"Message-ID: {message_id}",
+                self.list_id_line,
+                unsubscribe,
+                f'{self.after_unsubscribe}"{boundary}"',
+                "",
+                f"--{boundary}",
+                _TEXT_PART,
+            )
+        )
+        return (
             head.encode("ascii"),
-            text_qp,
             f"\r\n--{boundary}\r\n{_HTML_PART}".encode("ascii"),
-            html_qp,
             f"\r\n--{boundary}--\r\n".encode("ascii"),
         )
-    )
 
 
 def feedback_id_header(settings: Settings, campaign: str, kind: str) -> str:
@@ -228,9 +282,14 @@ def checked_message_id(message_id: str | None, domain: str, where: str) -> str:
 
 
 def checked_boundary(boundary: str | None, where: str) -> str:
-    """A random MIME boundary, or the given one if it is one ("=_": never in quoted-printable)."""
+    """A random MIME boundary, or the given one if it is one ("=_": never in quoted-printable).
+
+    128 random bits from `random` (seeded from the OS once), not `secrets`: a boundary is
+    no secret (it is in the message; "=_" is what keeps it out of the parts), and a
+    system call per message for it cost more than the rest of its header line.
+    """
     if boundary is None:
-        return "=_" + secrets.token_hex(16)
+        return f"=_{_boundaries.getrandbits(128):032x}"
     if not _BOUNDARY_RE.fullmatch(boundary):
         raise InputError(
             f"MIME boundary {boundary!r} is not '=_' and 1 to 68 RFC 2046 boundary characters",
@@ -241,11 +300,20 @@ def checked_boundary(boundary: str | None, where: str) -> str:
 
 
 def date_header(date: datetime | None) -> str:
-    """The Date: line for `date` (naive is UTC), or for now."""
-    when = date or datetime.now(UTC)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+    """The Date: line for `date` (naive is UTC), or for now.
+
+    "Now" is written once per second (the header has no finer unit): a send makes
+    hundreds of messages a second, and `format_datetime` is slow for what it does.
+    """
+    if date is None:
+        return _date_now(int(time.time()))
+    when = date if date.tzinfo is not None else date.replace(tzinfo=UTC)
     return f"Date: {format_datetime(when)}"
+
+
+@lru_cache(maxsize=2)
+def _date_now(second: int) -> str:
+    return f"Date: {format_datetime(datetime.fromtimestamp(second, UTC))}"
 
 
 def _recipient_label(recipient: Recipient) -> str:

@@ -21,7 +21,7 @@ from functools import lru_cache
 from newsletter.config import Settings
 from newsletter.hygiene import one_line
 from newsletter.models import RenderedEdition
-from newsletter.quoted_printable import fill_encoded
+from newsletter.quoted_printable import encoded_pieces, fill_encoded
 from newsletter.render import SLOT_NAMES, slot_marker
 
 
@@ -75,6 +75,21 @@ def personalize_encoded(rendered: RenderedEdition, slots: Slots) -> tuple[bytes,
     raw = {slot: clean(getattr(slots, slot)) for slot in SLOT_NAMES}
     escaped = {slot: html.escape(value, quote=True) for slot, value in raw.items()}
     return fill_encoded(html_parts, escaped), fill_encoded(text_parts, raw)
+
+
+def personalize_pieces(
+    rendered: RenderedEdition, slots: Slots, encoded: dict[str, bytes] | None = None
+) -> tuple[list[bytes], list[bytes]]:
+    """`personalize_encoded` before the joins: (html pieces, text pieces), for a message
+    joined in one go (`message.EditionFrame`). `encoded` is shared by both parts (an
+    address fills a slot in each) and may hold the edition's constant values already
+    encoded (`quoted_printable.encoded_pieces`)."""
+    html_parts, text_parts = _split(rendered)
+    raw = {slot: clean(getattr(slots, slot)) for slot in SLOT_NAMES}
+    escaped = {slot: html.escape(value, quote=True) for slot, value in raw.items()}
+    if encoded is None:
+        encoded = {}
+    return encoded_pieces(html_parts, escaped, encoded), encoded_pieces(text_parts, raw, encoded)
 
 
 def neutral_slots(settings: Settings, *, view_online_url: str) -> Slots:

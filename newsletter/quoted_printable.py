@@ -44,24 +44,50 @@ def fill_encoded(parts: tuple[str, ...], values: dict[str, str]) -> bytes:
     next are two line breaks, not one CRLF. Rendered editions hold no lone CR (Jinja
     normalizes line ends) and `personalize` removes every line break from slot values.
     """
-    literal = _encoded_literals(parts)
-    pieces = list(literal)
+    return b"".join(encoded_pieces(parts, values))
+
+
+def encoded_pieces(
+    parts: tuple[str, ...], values: dict[str, str], encoded: dict[str, bytes] | None = None
+) -> list[bytes]:
+    """`fill_encoded` before its join: the pieces, for a caller that joins them with more.
+
+    A send joins a message's headers and both parts' pieces in one `bytes.join`, so 66 KB
+    are copied once per message, not three times. `encoded` maps a value to its encoded
+    piece, shared by the calls for one message (a value fills several slots, in both
+    parts) and seeded with the edition's constant values, so each is encoded once.
+    """
+    literals, ends_literal = _encoded_literals(parts)
+    pieces = list(literals)
+    if encoded is None:
+        encoded = {}
     for index in range(1, len(pieces), 2):
-        pieces[index] = _encode_piece(values[parts[index]])
-    for index in range(len(pieces) - 1, -1, -1):  # the last piece that is not empty
-        if pieces[index]:
-            if pieces[index].endswith(b"=\r\n"):
-                pieces[index] = pieces[index][:-3]
-            break
-    return b"".join(pieces)
+        value = values[parts[index]]
+        piece = encoded.get(value)
+        if piece is None:
+            piece = encoded[value] = encode_piece(value)
+        pieces[index] = piece
+    if not ends_literal:  # the last piece is a slot or empty: its soft break goes here
+        for index in range(len(pieces) - 1, -1, -1):  # the last piece that is not empty
+            if pieces[index]:
+                if pieces[index].endswith(b"=\r\n"):
+                    pieces[index] = pieces[index][:-3]
+                break
+    return pieces
 
 
 @lru_cache(maxsize=16)
-def _encoded_literals(parts: tuple[str, ...]) -> tuple[bytes, ...]:
-    return tuple(_encode_piece(part) if i % 2 == 0 else b"" for i, part in enumerate(parts))
+def _encoded_literals(parts: tuple[str, ...]) -> tuple[tuple[bytes, ...], bool]:
+    """The literal pieces encoded (empty at the slots), and whether the last one is not
+    empty: then it ends the body, and its final soft break is taken off here, once."""
+    pieces = [encode_piece(part) if i % 2 == 0 else b"" for i, part in enumerate(parts)]
+    ends_literal = bool(pieces[-1])
+    if ends_literal and pieces[-1].endswith(b"=\r\n"):
+        pieces[-1] = pieces[-1][:-3]
+    return tuple(pieces), ends_literal
 
 
-def _encode_piece(piece: str) -> bytes:
+def encode_piece(piece: str) -> bytes:
     """`piece` encoded to start a line and end with a line break, soft if it had none."""
     if not piece:
         return b""

@@ -29,8 +29,9 @@ from test_render import TOKEN, golden_edition, make_settings
 
 from newsletter.compose import compose_message, delivery_message_id, view_online_url
 from newsletter.dkim import Dkim, DkimKey, read_private_key
+from newsletter.message import assemble_message
 from newsletter.models import Recipient, RenderedEdition
-from newsletter.personalize import Slots, personalize
+from newsletter.personalize import Slots, personalize, personalize_encoded
 from newsletter.render import render_edition
 from newsletter.tokens import Purpose, Signer, unsubscribe_links
 
@@ -207,3 +208,51 @@ def test_an_injected_date_stamps_the_header_and_the_links() -> None:
     assert f"/unsubscribe/{token}" in msg["List-Unsubscribe"]
     read = SIGNER.read_issued(Purpose.UNSUBSCRIBE, token, max_age=10**9)
     assert read == (RECIPIENTS["ascii-name"].email, WHEN)
+
+
+@pytest.mark.parametrize("name", list(RECIPIENTS))
+def test_the_composer_kept_for_a_send_makes_what_the_whole_message_builder_makes(
+    name: str,
+) -> None:
+    """A send's messages come from a composer kept between calls, joined from pieces made
+    once per edition; the same message from the slots filled whole and `assemble_message`
+    is the same bytes, and so is the second message from the kept composer."""
+    number = list(RECIPIENTS).index(name) + 1
+    recipient = RECIPIENTS[name]
+    html_qp, text_qp = personalize_encoded(rendered(), slots_of(recipient))
+    whole = assemble_message(
+        settings=SETTINGS,
+        recipient=recipient,
+        subject=rendered().subject,
+        html_qp=html_qp,
+        text_qp=text_qp,
+        unsubscribe_url=slots_of(recipient).unsubscribe_url,
+        unsubscribe_mailto=unsubscribe_links(
+            SIGNER,
+            base_url=SETTINGS.base_url,
+            mailto=SETTINGS.unsubscribe_address,
+            email=recipient.email,
+            issued=WHEN,
+        )[1],
+        message_id=delivery_message_id(SETTINGS, rendered(), number),
+        date=WHEN,
+        boundary=f"=_golden.{number}",
+        campaign=rendered().date.isoformat(),
+    )
+
+    assert compose(name) == whole
+    assert compose(name) == whole  # from the kept composer
+
+
+def test_a_setting_changed_between_messages_is_in_the_next_message() -> None:
+    """The kept composer is found by the settings' values, not by the object: a setting
+    changed in place never gets a message made from the old value."""
+    settings = SETTINGS.model_copy()
+    first = parse(compose("ascii-name", settings=settings))
+    settings.cfbl_address = "fbl@daily.example.org"
+    settings.from_name = "The Evening Brief"
+    second = parse(compose("ascii-name", settings=settings))
+
+    assert first["CFBL-Address"] is None
+    assert second["CFBL-Address"] == "fbl@daily.example.org; report=arf"
+    assert second["From"].addresses[0].display_name == "The Evening Brief"
